@@ -1,0 +1,185 @@
+//! The hand-off between workers: one sequencer orders every event, one
+//! bounded queue per worker carries it.
+//!
+//! Publishing takes one short critical section: stamp ids in order and push
+//! the shared frames onto every worker's queue. Because id assignment and the
+//! pushes happen under the same lock, every worker sees events in id order.
+//! No per-subscriber work happens here, and the lock is never taken on the
+//! fan-out path: workers only pop their own lock-free queue.
+//!
+//! A worker about to sleep sets its `sleeping` flag and re-checks its queue; a
+//! publisher wakes (one `eventfd` write) only workers that set the flag, so a
+//! busy worker costs publishers nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_queue::ArrayQueue;
+use mio::Waker;
+
+use crate::event::{Event, EventId};
+
+/// Events a worker may have queued before publishes are refused with 503.
+pub const INBOX_CAPACITY: usize = 16 * 1024;
+
+/// Hands out `<unix-ms>-<seq>` ids that only ever increase, even if the clock steps back.
+#[derive(Debug)]
+pub struct Sequencer {
+    next: EventId, // the smallest id the next event may take
+}
+
+impl Sequencer {
+    pub fn new(boot: EventId) -> Self {
+        Sequencer { next: boot }
+    }
+
+    pub fn next(&mut self, now_ms: u64) -> EventId {
+        let id = if now_ms > self.next.ms { EventId { ms: now_ms, seq: 0 } } else { self.next };
+        self.next = match id.seq.checked_add(1) {
+            Some(seq) => EventId { ms: id.ms, seq },
+            None => EventId { ms: id.ms + 1, seq: 0 },
+        };
+        id
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One worker's incoming events.
+pub struct Inbox {
+    queue: ArrayQueue<Arc<Event>>,
+    waker: Waker,
+    sleeping: AtomicBool, // set by the worker just before it blocks in poll
+}
+
+impl Inbox {
+    pub fn pop(&self) -> Option<Arc<Event>> {
+        self.queue.pop()
+    }
+
+    /// Called by the worker before blocking. Returns false if events are
+    /// already waiting, in which case it must not block.
+    pub fn prepare_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `Bus::publish`: either the publisher sees
+        // `sleeping` and wakes us, or we see its event here.
+        fence(Ordering::SeqCst);
+        self.queue.is_empty()
+    }
+
+    pub fn awake(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    fn wake_if_sleeping(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            if let Err(error) = self.waker.wake() {
+                log::error!("cannot wake worker: {error}");
+            }
+        }
+    }
+}
+
+/// The queues are full: workers are not keeping up. Publishers get 503.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Full;
+
+pub struct Bus {
+    sequencer: Mutex<Sequencer>,
+    inboxes: Box<[Inbox]>,
+    boot: EventId,        // first id this process could issue
+    published: AtomicU64, // events sequenced so far
+}
+
+impl Bus {
+    pub fn new(wakers: Vec<Waker>) -> Bus {
+        let boot = EventId { ms: unix_ms(), seq: 0 };
+        let inboxes = wakers
+            .into_iter()
+            .map(|waker| Inbox { queue: ArrayQueue::new(INBOX_CAPACITY), waker, sleeping: AtomicBool::new(false) })
+            .collect();
+        Bus { sequencer: Mutex::new(Sequencer::new(boot)), inboxes, boot, published: AtomicU64::new(0) }
+    }
+
+    pub fn inbox(&self, worker: usize) -> &Inbox {
+        &self.inboxes[worker]
+    }
+
+    /// Ids below this were issued before this process started.
+    pub fn boot_id(&self) -> EventId {
+        self.boot
+    }
+
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Orders `events`, hands them to every worker and returns their ids.
+    /// All or nothing: if any worker's queue lacks room, nothing is published.
+    pub fn publish(&self, events: Vec<Event>) -> Result<Vec<EventId>, Full> {
+        let mut ids = Vec::with_capacity(events.len());
+        {
+            let mut sequencer = self.lock();
+            if self.inboxes.iter().any(|inbox| inbox.queue.capacity() - inbox.queue.len() < events.len()) {
+                return Err(Full);
+            }
+            let now = unix_ms();
+            for mut event in events {
+                let id = sequencer.next(now);
+                event.set_id(id);
+                ids.push(id);
+                let event = Arc::new(event);
+                for inbox in self.inboxes.iter() {
+                    // Room was checked above and only publishers push, under this lock.
+                    if inbox.queue.push(Arc::clone(&event)).is_err() {
+                        log::error!("inbox full after capacity check; event {id} lost for a worker");
+                    }
+                }
+            }
+            self.published.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        }
+        fence(Ordering::SeqCst);
+        for inbox in self.inboxes.iter() {
+            inbox.wake_if_sleeping();
+        }
+        Ok(ids)
+    }
+
+    /// Wakes every worker, e.g. to notice shutdown.
+    pub fn wake_all(&self) {
+        for inbox in self.inboxes.iter() {
+            if let Err(error) = inbox.waker.wake() {
+                log::error!("cannot wake worker: {error}");
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Sequencer> {
+        // A panic while holding the lock leaves the sequencer consistent
+        // (`last` is written in one step), so poisoning is ignored.
+        self.sequencer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_strictly_increase_even_when_the_clock_steps_back() {
+        let mut sequencer = Sequencer::new(EventId { ms: 100, seq: 0 });
+        let ids: Vec<EventId> = [100, 100, 101, 99, 101, 150].iter().map(|&now| sequencer.next(now)).collect();
+        let want = [(100, 0), (100, 1), (101, 0), (101, 1), (101, 2), (150, 0)];
+        assert_eq!(ids.iter().map(|id| (id.ms, id.seq)).collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn the_first_id_is_not_below_boot() {
+        let boot = EventId { ms: 100, seq: 0 };
+        let mut sequencer = Sequencer::new(boot);
+        assert_eq!(sequencer.next(50), boot);
+    }
+}

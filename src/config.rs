@@ -1,0 +1,141 @@
+//! Command-line flags, each also readable from an `SSEHUB_*` environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A Server-Sent Events fan-out hub: publish once, every subscriber receives it.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "ssehub", version, about)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, env = "SSEHUB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Worker threads, each with its own event loop and listener [default: available cores].
+    #[arg(long, env = "SSEHUB_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Events retained per topic for `Last-Event-ID` replay.
+    #[arg(long, env = "SSEHUB_HISTORY", default_value_t = 1024)]
+    pub history: usize,
+
+    /// Frames a subscriber may fall behind before it is dropped as a slow consumer.
+    #[arg(long, env = "SSEHUB_MAX_BACKLOG", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_backlog: u32,
+
+    /// Seconds between comment heartbeats on each stream (0 disables; fractions allowed).
+    #[arg(long, env = "SSEHUB_HEARTBEAT", default_value = "15", value_parser = parse_seconds)]
+    pub heartbeat: Duration,
+
+    /// Reconnection delay sent to clients in the stream's first `retry:` line, in milliseconds.
+    #[arg(long, env = "SSEHUB_RETRY", default_value_t = 3000)]
+    pub retry: u64,
+
+    /// Seconds a request may take from its first byte (and an idle connection may wait) before 408/close.
+    #[arg(long, env = "SSEHUB_HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub header_timeout: Duration,
+
+    /// Largest publish body in bytes; larger is 413, decided before reading it.
+    #[arg(long, env = "SSEHUB_MAX_BODY", default_value_t = 64 * 1024)]
+    pub max_body: u64,
+
+    /// Open connections before new publishers get 503 and subscribers a retry-and-close
+    /// [default: the open-file limit minus a reserve].
+    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Require `Authorization: Bearer TOKEN` to publish. Without it, only loopback peers may publish.
+    #[arg(long, env = "SSEHUB_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
+
+    /// Allowed CORS origin (repeatable), or `*` for any.
+    #[arg(long = "cors-origin", env = "SSEHUB_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Seconds to flush streams and finish requests after SIGTERM/SIGINT.
+    #[arg(long, env = "SSEHUB_SHUTDOWN_GRACE", default_value = "5", value_parser = parse_seconds)]
+    pub shutdown_grace: Duration,
+
+    /// Log filter (error, warn, info, debug, trace; RUST_LOG syntax).
+    #[arg(long, env = "SSEHUB_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Descriptors kept free under the open-file limit so the server can always
+/// accept, answer 503 and close.
+pub const FD_RESERVE: usize = 64;
+
+impl Config {
+    pub fn workers(&self) -> usize {
+        self.workers.filter(|&n| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// `--max-connections`, or just under the open-file limit.
+    pub fn max_connections(&self, open_file_limit: u64) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            let limit = usize::try_from(open_file_limit).unwrap_or(usize::MAX);
+            limit.saturating_sub(FD_RESERVE).max(1)
+        })
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a request's `Origin`, if allowed.
+    pub fn cors_for<'a>(&'a self, origin: Option<&'a [u8]>) -> Option<&'a str> {
+        if self.cors_origins.iter().any(|o| o == "*") {
+            return Some("*");
+        }
+        let origin = std::str::from_utf8(origin?).ok()?;
+        self.cors_origins.iter().find(|o| *o == origin).map(String::as_str)
+    }
+}
+
+/// Seconds as a decimal number (`15`, `0.25`), or with an `ms`/`s` suffix.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 0.001)
+    } else {
+        (text.strip_suffix('s').unwrap_or(text), 1.0)
+    };
+    let value: f64 = number.trim().parse().map_err(|_| format!("not a duration: {text:?}"))?;
+    if !(0.0..=1e9).contains(&value) {
+        return Err(format!("out of range: {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_seconds("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_seconds("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_seconds("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+
+    #[test]
+    fn cors_allows_listed_origins_or_any() {
+        let mut config = Config::parse_from(["ssehub", "--cors-origin", "https://a", "--cors-origin", "https://b"]);
+        assert_eq!(config.cors_for(Some(b"https://b")), Some("https://b"));
+        assert_eq!(config.cors_for(Some(b"https://c")), None);
+        assert_eq!(config.cors_for(None), None);
+        config.cors_origins = vec!["*".into()];
+        assert_eq!(config.cors_for(None), Some("*"));
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let config = Config::parse_from(["ssehub"]);
+        assert_eq!(config.history, 1024);
+        assert_eq!(config.max_backlog, 256);
+        assert_eq!(config.heartbeat, Duration::from_secs(15));
+        assert_eq!(config.max_body, 65536);
+        assert_eq!(config.max_connections(20000), 20000 - FD_RESERVE);
+    }
+}

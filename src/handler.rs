@@ -1,0 +1,294 @@
+//! What each request does: route and authorize on its head, then answer it
+//! once complete. Subscribing turns the connection into an event stream.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::auth::authorize_publish;
+use crate::conn::{Backlog, Chunk, State, Stream, Subscriptions, write_frames};
+use crate::event::{Event, EventId};
+use crate::http::reader::BodyKind;
+use crate::http::{self, HttpError, Method, Progress, Route};
+use crate::metrics::{self, Globals};
+use crate::publish::{self, PublishError};
+use crate::query;
+use crate::reactor::{OUT_HIGH_WATER, Worker};
+use crate::sse::{self, Gap};
+
+const EVENT_STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+                                 X-Accel-Buffering: no\r\nConnection: close\r\n";
+
+impl Worker {
+    /// Parses and answers every complete request buffered on an HTTP connection.
+    pub(crate) fn process(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            let State::Http(http) = &mut conn.state else { return };
+            if http.close_after || http.out.len() >= OUT_HIGH_WATER {
+                break;
+            }
+            match http.reader.advance() {
+                Ok(Progress::Pending) => break,
+                Ok(Progress::Head) => {
+                    if let Err(error) = self.admit(key) {
+                        return self.fail(key, error);
+                    }
+                }
+                Ok(Progress::Complete) => {
+                    self.respond(key);
+                    let Some(conn) = self.conns.get_mut(key) else { return };
+                    let State::Http(http) = &mut conn.state else { return };
+                    if http.close_after {
+                        continue; // an error answer: stop here
+                    }
+                    let keep_alive = http.reader.request().is_some_and(|r| r.head.keep_alive);
+                    http.reader.finish();
+                    if !keep_alive || self.shutdown_at.is_some() {
+                        http.close_after = true;
+                    } else {
+                        self.arm_request_deadline(key);
+                    }
+                }
+                Err(error) => return self.fail(key, error),
+            }
+        }
+        self.flush_http(key);
+    }
+
+    /// Decides on a head before its body is read: path, method, authorization.
+    fn admit(&mut self, key: usize) -> Result<(), HttpError> {
+        let config = &self.shared.config;
+        let conn = &mut self.conns[key];
+        let State::Http(http) = &mut conn.state else { return Ok(()) };
+        let Some(request) = http.reader.request() else { return Ok(()) };
+        let head = request.head;
+        let allowed = match head.route {
+            Route::Events => matches!(head.method, Method::Get | Method::Options),
+            Route::Publish => matches!(head.method, Method::Post | Method::Options),
+            Route::Healthz | Route::Readyz | Route::Metrics => head.method == Method::Get,
+            Route::Unknown => return Err(HttpError::NotFound),
+        };
+        if !allowed {
+            return Err(HttpError::MethodNotAllowed(match head.route {
+                Route::Events => "GET, OPTIONS",
+                Route::Publish => "POST, OPTIONS",
+                _ => "GET",
+            }));
+        }
+        if head.route == Route::Publish && head.method == Method::Post {
+            authorize_publish(config.publish_token.as_deref(), request.authorization(), conn.loopback)?;
+            if conn.over_limit {
+                return Err(HttpError::Unavailable("too many connections"));
+            }
+            if head.expect_continue && head.http11 && head.body != BodyKind::None {
+                http.out.extend_from_slice(http::CONTINUE);
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a complete request.
+    fn respond(&mut self, key: usize) {
+        let Some(request) = self.request(key) else { return };
+        let head = request.head;
+        match (head.route, head.method) {
+            (Route::Events, Method::Get) => self.subscribe(key),
+            (Route::Publish, Method::Post) => self.publish(key),
+            (_, Method::Options) => self.preflight(key),
+            (Route::Healthz, _) => self.reply(key, 200, "text/plain; charset=utf-8", b"ok\n"),
+            (Route::Readyz, _) => self.reply(key, 200, "text/plain; charset=utf-8", b"ready\n"),
+            (Route::Metrics, _) => {
+                let globals = Globals {
+                    events_published: self.shared.bus.published(),
+                    max_connections: self.shared.max_connections,
+                };
+                let text = metrics::render(&self.shared.stats, &globals);
+                self.reply(key, 200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes());
+            }
+            _ => self.fail(key, HttpError::NotFound),
+        }
+    }
+
+    fn request(&self, key: usize) -> Option<http::reader::Request<'_>> {
+        match &self.conns.get(key)?.state {
+            State::Http(http) => http.reader.request(),
+            _ => None,
+        }
+    }
+
+    /// The CORS origin to answer the current request with, if any.
+    fn cors(&self, key: usize) -> Option<String> {
+        let origin = self.request(key).and_then(|r| r.origin());
+        self.shared.config.cors_for(origin).map(str::to_owned)
+    }
+
+    /// Queues a complete response on an HTTP connection.
+    fn reply(&mut self, key: usize, status: u16, content_type: &str, body: &[u8]) {
+        let cors = self.cors(key);
+        let keep_alive = self.request(key).is_some_and(|r| r.head.keep_alive);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let State::Http(http) = &mut conn.state else { return };
+        http::write_head(&mut http.out, status, content_type, body.len(), keep_alive, cors.as_deref());
+        http.out.extend_from_slice(body);
+    }
+
+    /// Answers with an error and closes: the bytes that follow are never read as requests.
+    pub(crate) fn fail(&mut self, key: usize, error: HttpError) {
+        let cors = self.cors(key);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let peer = conn.sock.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+        log::debug!("{peer}: {error}");
+        self.shared.stats[self.index].reject(error.status());
+        if let State::Http(http) = &mut conn.state {
+            http.out.extend_from_slice(&error.response(cors.as_deref()));
+            http.close_after = true;
+        }
+        self.flush_http(key);
+    }
+
+    fn preflight(&mut self, key: usize) {
+        let cors = self.cors(key);
+        let keep_alive = self.request(key).is_some_and(|r| r.head.keep_alive);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let State::Http(http) = &mut conn.state else { return };
+        http.out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
+        http::write_cors(&mut http.out, cors.as_deref());
+        http.out.extend_from_slice(
+            b"Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n\
+              Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID\r\n\
+              Access-Control-Max-Age: 86400\r\n",
+        );
+        if !keep_alive {
+            http.out.extend_from_slice(b"Connection: close\r\n");
+        }
+        http.out.extend_from_slice(b"\r\n");
+    }
+
+    fn publish(&mut self, key: usize) {
+        let Some(request) = self.request(key) else { return };
+        let decoded = publish::decode(request.content_type(), request.body());
+        let publications = match decoded {
+            Ok(publications) => publications,
+            Err(PublishError::MediaType) => return self.fail(key, HttpError::UnsupportedMediaType),
+            Err(PublishError::Invalid(why)) => return self.fail(key, HttpError::BadRequest(why)),
+        };
+        let events: Vec<Event> = publications.iter().map(publish::Publication::encode).collect();
+        match self.shared.bus.publish(events) {
+            Ok(ids) => {
+                let mut body = String::with_capacity(ids.len() * 24);
+                for id in ids {
+                    body.push_str(&id.to_string());
+                    body.push('\n');
+                }
+                self.reply(key, 200, "text/plain; charset=utf-8", body.as_bytes());
+            }
+            Err(crate::bus::Full) => self.fail(key, HttpError::Unavailable("event queues are full; retry")),
+        }
+    }
+
+    /// Turns the connection into an event stream: subscribe, replay, then live events.
+    fn subscribe(&mut self, key: usize) {
+        let Some(request) = self.request(key) else { return };
+        let subscribe = match query::parse_subscribe(request.query().unwrap_or_default()) {
+            Ok(subscribe) => subscribe,
+            Err(error) => return self.fail(key, HttpError::BadRequest(error.detail())),
+        };
+        // The header wins: a browser sends it on reconnect with the latest id,
+        // while a `lastEventId` in the URL still holds the first one.
+        let resume = match request.last_event_id().filter(|id| !id.is_empty()) {
+            Some(id) => Some(id.to_vec()),
+            None => subscribe.last_event_id,
+        };
+        let mut head = EVENT_STREAM_HEAD.as_bytes().to_vec();
+        http::write_cors(&mut head, self.cors(key).as_deref());
+        head.extend_from_slice(b"\r\n");
+
+        if self.conns[key].over_limit {
+            // EventSource gives up on a non-200 answer but retries after a closed stream.
+            let retry = self.jittered_retry();
+            head.extend_from_slice(&sse::retry_frame(retry));
+            if let State::Http(http) = &mut self.conns[key].state {
+                http.out.extend_from_slice(&head);
+                http.close_after = true;
+            }
+            return;
+        }
+        head.extend_from_slice(&sse::retry_frame(self.shared.config.retry));
+
+        // Deliver what is queued first: then the history holds every event a
+        // client could have seen, and nothing still queued is older than it.
+        self.fan_out();
+        let (gap, replay) = self.plan_replay(&subscribe.topics, resume.as_deref());
+        let mut subs = Vec::with_capacity(subscribe.topics.len());
+        for name in &subscribe.topics {
+            let topic = self.topics.get_or_insert(name);
+            subs.push((topic, self.topics.subscribe(topic, key as u32)));
+        }
+        let subs = match subs[..] {
+            [(topic, pos)] => Subscriptions::One(topic, pos),
+            _ => Subscriptions::Many(subs.into_boxed_slice()),
+        };
+        let stamp = self.new_stamp();
+        let stats = &self.shared.stats[self.index];
+        stats.http.fetch_sub(1, Relaxed);
+        stats.subscribers.fetch_add(1, Relaxed);
+        if resume.is_some() {
+            stats.replays.fetch_add(1, Relaxed);
+        }
+        if gap.is_some() {
+            stats.gaps.fetch_add(1, Relaxed);
+        }
+        let max_backlog = self.shared.config.max_backlog as usize;
+        let conn = &mut self.conns[key];
+        conn.stamp = stamp; // retires the request deadline
+        let mut stream = Stream { batch: 0, subs, backlog: None, received: 0, closing: false };
+        if gap.is_none() && replay.is_empty() {
+            match write_frames(&mut conn.sock, std::iter::once(&head[..])) {
+                Ok(n) if n == head.len() => {}
+                Ok(n) => {
+                    let mut backlog = Backlog::new(max_backlog);
+                    backlog.push(Chunk::Owned(head[n..].into()));
+                    stream.backlog = Some(Box::new(backlog));
+                }
+                Err(_) => {
+                    conn.state = State::Stream(stream);
+                    return self.close(key);
+                }
+            }
+            conn.state = State::Stream(stream);
+        } else {
+            let mut backlog = Backlog::new(max_backlog + replay.len() + 2);
+            backlog.push(Chunk::Owned(head.into_boxed_slice()));
+            if let Some(gap) = gap {
+                backlog.push(Chunk::Static(gap.frame()));
+            }
+            for event in replay {
+                backlog.push(Chunk::Event(event));
+            }
+            stream.backlog = Some(Box::new(backlog));
+            conn.state = State::Stream(stream);
+            self.flush_stream(key);
+        }
+        self.arm_heartbeat(key, stamp);
+    }
+
+    /// What a resuming client gets before live events: maybe a gap notice,
+    /// then every retained event of its topics newer than its id, in order.
+    fn plan_replay(&self, topics: &[String], resume: Option<&[u8]>) -> (Option<Gap>, Vec<Arc<Event>>) {
+        let Some(raw) = resume else { return (None, Vec::new()) };
+        let after = EventId::parse(raw);
+        let known: Vec<_> = topics.iter().filter_map(|name| self.topics.find(name)).collect();
+        let gap = match after {
+            None => Some(Gap::Unparseable),
+            Some(id) if id < self.shared.bus.boot_id() => Some(Gap::BeforeStart),
+            Some(id) => known.iter().any(|&t| self.topics.get(t).history.missed(id)).then_some(Gap::Evicted),
+        };
+        let mut events: Vec<Arc<Event>> =
+            known.iter().flat_map(|&t| self.topics.get(t).history.since(after).cloned()).collect();
+        if known.len() > 1 {
+            events.sort_by_key(|e| e.id());
+            events.dedup_by_key(|e| e.id());
+        }
+        (gap, events)
+    }
+}
