@@ -47,7 +47,8 @@ pub enum State {
 pub struct Http {
     pub reader: RequestReader,
     pub out: Vec<u8>,      // response bytes not yet written
-    pub close_after: bool, // linger once `out` is written
+    pub close_after: bool, // close once `out` is written
+    pub failed: bool,      // closing after an error: linger, input may be unread
     pub peer_closed: bool, // the client shut its write side
     pub read_paused: bool, // stopped reading until `out` drains (pipelining back-pressure)
 }
@@ -58,6 +59,7 @@ impl Http {
             reader: RequestReader::new(limits),
             out: Vec::new(),
             close_after: false,
+            failed: false,
             peer_closed: false,
             read_paused: false,
         }

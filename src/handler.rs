@@ -142,6 +142,7 @@ impl Worker {
         if let State::Http(http) = &mut conn.state {
             http.out.extend_from_slice(&error.response(cors.as_deref()));
             http.close_after = true;
+            http.failed = true;
         }
         self.flush_http(key);
     }

@@ -346,7 +346,13 @@ impl Worker {
             }
         }
         if http.close_after {
-            if http.peer_closed { self.close(key) } else { self.linger(key) }
+            // A clean close needs no lingering unless input is left unread,
+            // which closing would turn into a reset.
+            if http.peer_closed || (!http.failed && http.reader.is_idle()) {
+                self.close(key);
+            } else {
+                self.linger(key);
+            }
         } else if http.peer_closed {
             self.close(key); // nothing left to answer
         } else if std::mem::take(&mut http.read_paused) {
@@ -497,7 +503,9 @@ impl Worker {
         }
     }
 
-    /// Closes a connection and forgets its subscriptions.
+    /// Closes a connection and forgets its subscriptions. The count of open
+    /// connections drops before the socket closes, so a client that sees the
+    /// close and reconnects at once is not turned away by its old connection.
     pub(crate) fn close(&mut self, key: usize) {
         let Some(conn) = self.conns.try_remove(key) else { return };
         let stats = &self.shared.stats[self.index];

@@ -1,0 +1,302 @@
+//! Shared helpers for the integration tests: start the real `ssehub` binary on
+//! port 0, talk to it over raw TCP, and read event streams with the
+//! WHATWG parser from `ssehub::sse`.
+//!
+//! Every wait here is on an event (a line from the server, bytes on a socket,
+//! a process exit) with a generous timeout that only matters when a test fails.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ssehub::sse::{EventStreamParser, ParsedEvent};
+
+/// How long any single wait may take before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `ssehub --listen 127.0.0.1:0 ARGS...` (unless ARGS name another
+    /// `--listen`) and waits for its address line.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with(args, |_| {})
+    }
+
+    /// Like [`Server::start`], letting the caller adjust the command first.
+    pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ssehub"));
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        command.args(args);
+        command.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::piped());
+        if std::env::var_os("SSEHUB_TEST_LOG").is_none() {
+            command.stderr(Stdio::null());
+        }
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SSEHUB_") && key != "SSEHUB_TEST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        adjust(&mut command);
+        let mut child = command.spawn().expect("start ssehub");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read address line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("address");
+        Server { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+    }
+
+    /// Sends raw bytes on a new connection and reads until the server closes.
+    pub fn raw(&self, request: &[u8]) -> String {
+        let mut stream = self.connect();
+        stream.write_all(request).expect("send");
+        read_to_close(&mut stream)
+    }
+
+    /// `POST /publish` with a body; returns (status, body).
+    pub fn post(&self, content_type: &str, body: &str) -> (u16, String) {
+        let request = format!(
+            "POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let response = self.raw(request.as_bytes());
+        (status_of(&response), body_of(&response).to_string())
+    }
+
+    /// Publishes a form body and returns the assigned ids.
+    pub fn publish(&self, form: &str) -> Vec<String> {
+        let (status, body) = self.post("application/x-www-form-urlencoded", form);
+        assert_eq!(status, 200, "publish {form:?}: {body}");
+        body.lines().map(str::to_owned).collect()
+    }
+
+    pub fn subscribe(&self, query: &str) -> Subscriber {
+        self.subscribe_with(query, "")
+    }
+
+    /// Subscribes with extra request header lines (each ending in CRLF).
+    pub fn subscribe_with(&self, query: &str, headers: &str) -> Subscriber {
+        let mut stream = self.connect();
+        write!(stream, "GET /events?{query} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").expect("send");
+        Subscriber::read_head(stream)
+    }
+
+    /// One metric's value from `/metrics` (the sample line starting with `name`).
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.raw(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        body_of(&text)
+            .lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no metric {name}"))
+            .parse()
+            .expect("metric value")
+    }
+
+    /// Polls a metric until `ready` holds: for state that has no event to await on the wire.
+    pub fn wait_metric(&self, name: &str, ready: impl Fn(u64) -> bool) -> u64 {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let value = self.metric(name);
+            if ready(value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "metric {name} stuck at {value}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a signal and waits for the process to exit; returns its exit code.
+    pub fn signal_and_wait(&mut self, signal: i32) -> Option<i32> {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads until EOF (or a reset after the response), failing on timeout.
+pub fn read_to_close(stream: &mut TcpStream) -> String {
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&out)),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one complete HTTP response (head and Content-Length body) from a keep-alive connection.
+pub fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = find(pending, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .map_or(0, |v| v.parse().expect("length"));
+            if pending.len() >= end + 4 + length {
+                let response: Vec<u8> = pending.drain(..end + 4 + length).collect();
+                return String::from_utf8_lossy(&response).into_owned();
+            }
+        }
+        let n = stream.read(&mut buf).expect("read response");
+        assert!(n > 0, "closed mid-response: {:?}", String::from_utf8_lossy(pending));
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+pub fn status_of(response: &str) -> u16 {
+    response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {response:?}"))
+}
+
+pub fn body_of(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
+/// A header's value in a response head (case-insensitive name).
+pub fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    let head = response.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A subscriber reading its stream through the reference parser.
+pub struct Subscriber {
+    pub stream: TcpStream,
+    pub head: String, // the response head
+    parser: EventStreamParser,
+    events: VecDeque<ParsedEvent>,
+    pub closed: bool,
+}
+
+impl Subscriber {
+    pub fn read_head(mut stream: TcpStream) -> Subscriber {
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            if let Some(end) = find(&pending, b"\r\n\r\n") {
+                break end;
+            }
+            let n = stream.read(&mut buf).expect("read head");
+            assert!(n > 0, "closed before the head: {:?}", String::from_utf8_lossy(&pending));
+            pending.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
+        let mut subscriber =
+            Subscriber { stream, head, parser: EventStreamParser::new(), events: VecDeque::new(), closed: false };
+        let rest = pending[end + 4..].to_vec();
+        subscriber.events.extend(subscriber.parser.feed(&rest));
+        subscriber
+    }
+
+    pub fn status(&self) -> u16 {
+        status_of(&self.head)
+    }
+
+    /// Reads more of the stream; false once the server closed it.
+    fn read_more(&mut self) -> bool {
+        let mut buf = [0u8; 16384];
+        match self.stream.read(&mut buf) {
+            Ok(0) => {
+                self.closed = true;
+                false
+            }
+            Ok(n) => {
+                let events = self.parser.feed(&buf[..n]);
+                self.events.extend(events);
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                self.closed = true;
+                false
+            }
+            Err(e) => panic!("read stream: {e}"),
+        }
+    }
+
+    /// The next event; panics if the stream ends or times out first.
+    pub fn next_event(&mut self) -> ParsedEvent {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return event;
+            }
+            assert!(self.read_more(), "stream closed while waiting for an event");
+        }
+    }
+
+    pub fn next_events(&mut self, n: usize) -> Vec<ParsedEvent> {
+        (0..n).map(|_| self.next_event()).collect()
+    }
+
+    /// Reads until the server closes the stream; returns the events seen meanwhile.
+    pub fn read_until_closed(&mut self) -> Vec<ParsedEvent> {
+        while self.read_more() {}
+        self.events.drain(..).collect()
+    }
+
+    /// Comment lines (heartbeats) seen so far.
+    pub fn comments(&self) -> usize {
+        self.parser.comments
+    }
+
+    /// Reads until `n` comment lines have been seen.
+    pub fn wait_comments(&mut self, n: usize) {
+        while self.parser.comments < n {
+            assert!(self.read_more(), "stream closed while waiting for heartbeats");
+        }
+    }
+
+    pub fn reconnection_time(&self) -> Option<u64> {
+        self.parser.reconnection_time
+    }
+}

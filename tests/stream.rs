@@ -1,0 +1,236 @@
+//! Subscribing: the response, delivery and filtering, order, multi-line data,
+//! exactly-once across topics, resume with Last-Event-ID, heartbeats, CORS.
+
+mod common;
+
+use common::{Server, header};
+
+#[test]
+fn the_stream_head_is_an_event_stream_with_a_retry_line() {
+    let server = Server::start(&["--retry", "1234"]);
+    let mut sub = server.subscribe("topic=news");
+    assert_eq!(sub.status(), 200);
+    assert_eq!(header(&sub.head, "content-type"), Some("text/event-stream"));
+    assert_eq!(header(&sub.head, "cache-control"), Some("no-cache"));
+    assert_eq!(header(&sub.head, "x-accel-buffering"), Some("no"));
+    assert_eq!(header(&sub.head, "access-control-allow-origin"), None);
+    server.publish("topic=news&data=first");
+    assert_eq!(sub.next_event().data, "first");
+    assert_eq!(sub.reconnection_time(), Some(1234));
+}
+
+#[test]
+fn events_reach_only_subscribers_of_their_topics_in_publish_order() {
+    let server = Server::start(&[]);
+    let mut news = server.subscribe("topic=news");
+    let mut both = server.subscribe("topic=news&topic=alerts");
+    let mut alerts = server.subscribe("topic=alerts");
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let topic = if i % 3 == 0 { "alerts" } else { "news" };
+        ids.extend(server.publish(&format!("topic={topic}&data={topic}-{i}")));
+    }
+    let news_events = news.next_events(33);
+    let alert_events = alerts.next_events(17);
+    let both_events = both.next_events(50);
+    assert!(news_events.iter().all(|e| e.data.starts_with("news-")));
+    assert!(alert_events.iter().all(|e| e.data.starts_with("alerts-")));
+    let both_ids: Vec<&str> = both_events.iter().map(|e| e.last_event_id.as_str()).collect();
+    assert_eq!(both_ids, ids, "every event, once, in publish order");
+    let mut sorted = ids.clone();
+    sorted.sort_by_key(|id| {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+    });
+    assert_eq!(sorted, ids, "ids increase");
+}
+
+#[test]
+fn an_event_for_several_topics_arrives_once_per_connection() {
+    let server = Server::start(&[]);
+    let mut sub = server.subscribe("topic=a&topic=b&topic=c");
+    let (status, _) = server.post("application/json", r#"{"topic":["a","b","c"],"data":"once"}"#);
+    assert_eq!(status, 200);
+    server.publish("topic=c&data=marker");
+    assert_eq!(sub.next_event().data, "once");
+    assert_eq!(sub.next_event().data, "marker", "no duplicate of the multi-topic event");
+}
+
+#[test]
+fn multi_line_data_and_event_types_survive_the_trip() {
+    let server = Server::start(&[]);
+    let mut sub = server.subscribe("topic=t");
+    server.publish("topic=t&data=one%0Atwo%0D%0Athree%0Dfour&event=update");
+    server.publish("topic=t&data=&event=");
+    let event = sub.next_event();
+    assert_eq!(event.data, "one\ntwo\nthree\nfour");
+    assert_eq!(event.event_type, "update");
+    let event = sub.next_event();
+    assert_eq!((event.data.as_str(), event.event_type.as_str()), ("", "message"));
+}
+
+#[test]
+fn publisher_input_cannot_inject_fields_or_events() {
+    let server = Server::start(&[]);
+    let mut sub = server.subscribe("topic=t");
+    let evil = "x%0Aid: 999%0A%0Adata: injected%0Aevent: evil%0D%0D";
+    let ids = server.publish(&format!("topic=t&data={evil}"));
+    let (status, _) = server.post("application/x-www-form-urlencoded", "topic=t&data=x&event=a%0Adata:%20y");
+    assert_eq!(status, 400);
+    let (status, _) = server.post("application/json", r#"{"topic":"t","data":"x","event":"a\u0000b"}"#);
+    assert_eq!(status, 400);
+    server.publish("topic=t&data=marker");
+    let event = sub.next_event();
+    assert_eq!(event.data, "x\nid: 999\n\ndata: injected\nevent: evil\n\n");
+    assert_eq!(event.last_event_id, ids[0]);
+    assert_eq!(event.event_type, "message");
+    assert_eq!(sub.next_event().data, "marker");
+}
+
+#[test]
+fn topics_are_decoded_as_browsers_encode_them() {
+    let server = Server::start(&[]);
+    let mut sub = server.subscribe("topic=caf%C3%A9+au+lait&topic=a%2Bb");
+    server.publish("topic=caf%C3%A9%20au%20lait&data=1");
+    server.publish("topic=a%2Bb&data=2");
+    server.publish("topic=a+b&data=other");
+    server.publish("topic=a%2Bb&data=3");
+    let got: Vec<String> = sub.next_events(3).into_iter().map(|e| e.data).collect();
+    assert_eq!(got, ["1", "2", "3"]);
+}
+
+#[test]
+fn resume_replays_newer_events_in_order_then_goes_live() {
+    let server = Server::start(&[]);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let topic = ["a", "b", "c"][i % 3];
+        ids.extend(server.publish(&format!("topic={topic}&data={i}")));
+    }
+    // Header form: a and b only, after the second event.
+    let mut sub = server.subscribe_with("topic=a&topic=b", &format!("Last-Event-ID: {}\r\n", ids[1]));
+    server.publish("topic=a&data=live");
+    let got: Vec<String> = sub.next_events(3).into_iter().map(|e| e.data).collect();
+    assert_eq!(got, ["3", "4", "live"], "events 3 (a) and 4 (b), not 5 (c)");
+    // Query form, for clients that cannot set headers.
+    let mut sub = server.subscribe(&format!("topic=c&lastEventId={}", ids[2]));
+    server.publish("topic=c&data=live-c");
+    let got: Vec<String> = sub.next_events(2).into_iter().map(|e| e.data).collect();
+    assert_eq!(got, ["5", "live-c"]);
+    // The header wins over the query parameter.
+    let mut sub =
+        server.subscribe_with(&format!("topic=c&lastEventId={}", ids[0]), &format!("Last-Event-ID: {}\r\n", ids[5]));
+    server.publish("topic=c&data=only-this");
+    assert_eq!(sub.next_event().data, "live-c");
+    assert_eq!(sub.next_event().data, "only-this");
+}
+
+#[test]
+fn resume_sends_a_gap_event_when_events_may_be_missing() {
+    let server = Server::start(&["--history", "3"]);
+    // (which Last-Event-ID, gap expected, events replayed); ids[k] is the id of event k.
+    let cases: [(&dyn Fn(&[String]) -> String, bool, &[&str]); 5] = [
+        (&|ids| ids[0].clone(), true, &["2", "3", "4"]), // 1 was evicted and is newer than the id
+        (&|ids| ids[1].clone(), false, &["2", "3", "4"]), // saw the newest evicted event: nothing missed
+        (&|ids| ids[3].clone(), false, &["4"]),
+        (&|_| "garbage".into(), true, &["2", "3", "4"]),
+        (&|_| "1-0".into(), true, &["2", "3", "4"]), // before this process started
+    ];
+    for (case, (last_id, gap, want)) in cases.into_iter().enumerate() {
+        let topic = format!("t{case}");
+        let ids: Vec<String> = (0..5).flat_map(|i| server.publish(&format!("topic={topic}&data={i}"))).collect();
+        let last_id = last_id(&ids);
+        let mut sub = server.subscribe_with(&format!("topic={topic}"), &format!("Last-Event-ID: {last_id}\r\n"));
+        server.publish(&format!("topic={topic}&data=live"));
+        let mut got = Vec::new();
+        loop {
+            let event = sub.next_event();
+            if event.data == "live" {
+                break;
+            }
+            got.push(event);
+        }
+        let saw_gap = got.first().is_some_and(|e| e.event_type == "ssehub-gap");
+        assert_eq!(saw_gap, gap, "case {case} ({last_id}): {got:?}");
+        if saw_gap {
+            assert!(!got[0].data.is_empty(), "the gap event carries data so EventSource dispatches it");
+            assert_eq!(got[0].last_event_id, "", "the gap event carries no id");
+        }
+        let replayed: Vec<&str> = got.iter().skip(usize::from(saw_gap)).map(|e| e.data.as_str()).collect();
+        assert_eq!(replayed, want, "case {case} ({last_id})");
+        let replayed_ids: Vec<&str> = got.iter().skip(usize::from(saw_gap)).map(|e| e.last_event_id.as_str()).collect();
+        let want_ids: Vec<&str> = want.iter().map(|d| ids[d.parse::<usize>().unwrap()].as_str()).collect();
+        assert_eq!(replayed_ids, want_ids);
+    }
+}
+
+#[test]
+fn replay_is_bounded_by_history_whatever_the_id() {
+    let server = Server::start(&["--history", "4"]);
+    for i in 0..20 {
+        server.publish(&format!("topic=a&data=a{i}"));
+        server.publish(&format!("topic=b&data=b{i}"));
+    }
+    let mut sub = server.subscribe_with("topic=a&topic=b", "Last-Event-ID: 0-0\r\n");
+    server.publish("topic=a&data=live");
+    let got: Vec<String> = sub.next_events(10).into_iter().map(|e| e.data).collect();
+    assert_eq!(got[0], "{\"reason\":\"before-start\"}");
+    assert_eq!(&got[1..], ["a16", "b16", "a17", "b17", "a18", "b18", "a19", "b19", "live"]);
+}
+
+#[test]
+fn heartbeats_arrive_every_interval() {
+    let server = Server::start(&["--heartbeat", "0.2"]);
+    let mut sub = server.subscribe("topic=t");
+    let start = std::time::Instant::now();
+    sub.wait_comments(3);
+    let elapsed = start.elapsed();
+    assert!(elapsed >= std::time::Duration::from_millis(550), "3 heartbeats came too fast: {elapsed:?}");
+    // Events still flow between heartbeats.
+    server.publish("topic=t&data=x");
+    assert_eq!(sub.next_event().data, "x");
+}
+
+#[test]
+fn cors_origins_are_answered_on_streams_and_publishes() {
+    let server = Server::start(&["--cors-origin", "https://app.example", "--cors-origin", "https://other.example"]);
+    let sub = server.subscribe_with("topic=t", "Origin: https://app.example\r\n");
+    assert_eq!(header(&sub.head, "access-control-allow-origin"), Some("https://app.example"));
+    let sub = server.subscribe_with("topic=t", "Origin: https://evil.example\r\n");
+    assert_eq!(header(&sub.head, "access-control-allow-origin"), None);
+
+    let preflight = server.raw(
+        b"OPTIONS /publish HTTP/1.1\r\nHost: t\r\nOrigin: https://other.example\r\n\
+          Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\n\
+          Connection: close\r\n\r\n",
+    );
+    assert_eq!(common::status_of(&preflight), 204);
+    assert_eq!(header(&preflight, "access-control-allow-origin"), Some("https://other.example"));
+    let allowed = header(&preflight, "access-control-allow-headers").unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
+    assert!(header(&preflight, "access-control-allow-methods").unwrap().contains("POST"));
+
+    let response = server.raw(
+        b"POST /publish HTTP/1.1\r\nHost: t\r\nOrigin: https://app.example\r\nContent-Length: 14\r\n\
+          Connection: close\r\n\r\ntopic=t&data=x",
+    );
+    assert_eq!(common::status_of(&response), 200);
+    assert_eq!(header(&response, "access-control-allow-origin"), Some("https://app.example"));
+
+    let any = Server::start(&["--cors-origin", "*"]);
+    let sub = any.subscribe_with("topic=t", "Origin: https://whoever.example\r\n");
+    assert_eq!(header(&sub.head, "access-control-allow-origin"), Some("*"));
+}
+
+#[test]
+fn subscribe_queries_are_validated() {
+    let server = Server::start(&[]);
+    let many: Vec<String> = (0..65).map(|i| format!("topic=t{i}")).collect();
+    let long = format!("topic={}", "x".repeat(257));
+    for query in ["", "x=1", "topic=", "topic=a%0Ab", "topic=%zz", "topic=%ff", &long, &many.join("&")] {
+        let response = server.raw(format!("GET /events?{query} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        assert_eq!(common::status_of(&response), 400, "{query}: {response}");
+    }
+    let sub = server.subscribe(&many[..64].join("&"));
+    assert_eq!(sub.status(), 200, "64 topics are allowed");
+}
