@@ -323,3 +323,13 @@ mod tests {
         assert_eq!(one.iter().collect::<Vec<_>>(), [(3, 1)]);
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    /// The per-subscriber footprint `PERFORMANCE.md` states: a slab slot holds a
+    /// `Conn`; add 4 bytes per topic list entry and 16 per heartbeat deadline.
+    #[test]
+    fn a_connection_fits_in_one_cache_line() {
+        assert!(std::mem::size_of::<super::Conn>() <= 64, "{}", std::mem::size_of::<super::Conn>());
+    }
+}
