@@ -151,7 +151,6 @@ pub struct RequestReader {
     chunked_body: Vec<u8>, // decoded chunked body of the current request
     state: State,
     limits: Limits,
-    head_returned: bool, // Progress::Head was reported for the current request
 }
 
 impl RequestReader {
@@ -162,7 +161,6 @@ impl RequestReader {
             chunked_body: Vec::new(),
             state: State::Head,
             limits,
-            head_returned: false,
         }
     }
 
@@ -209,7 +207,6 @@ impl RequestReader {
                             State::Chunked { head, decoder: ChunkedDecoder::new(self.limits.max_body), pos: len }
                         }
                     };
-                    self.head_returned = true;
                     return Ok(Progress::Head);
                 }
                 State::Length { end, .. } => {
@@ -259,9 +256,47 @@ impl RequestReader {
             self.chunked_body.clear();
             self.scan = 0;
             self.state = State::Head;
-            self.head_returned = false;
         }
     }
+}
+
+/// What reading a stream of bytes produced, for tests and the fuzzer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Request { head: Head, body: Vec<u8> },
+    Error(HttpError),
+    /// Bytes of an incomplete request left at the end.
+    Pending(usize),
+}
+
+/// Feeds `chunks` through a reader exactly as a connection does (push, then
+/// advance until more input is needed) and lists what came out.
+pub fn read_stream<'a>(limits: Limits, chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<Outcome> {
+    let mut reader = RequestReader::new(limits);
+    let mut out = Vec::new();
+    for chunk in chunks {
+        reader.push(chunk);
+        loop {
+            match reader.advance() {
+                Ok(Progress::Pending) => break,
+                Ok(Progress::Head) => {}
+                Ok(Progress::Complete) => {
+                    if let Some(request) = reader.request() {
+                        out.push(Outcome::Request { head: request.head.clone(), body: request.body().to_vec() });
+                    }
+                    reader.finish();
+                }
+                Err(error) => {
+                    out.push(Outcome::Error(error));
+                    return out;
+                }
+            }
+        }
+    }
+    if !reader.is_idle() {
+        out.push(Outcome::Pending(reader.buffered()));
+    }
+    out
 }
 
 fn bad(why: &'static str) -> HttpError {
@@ -305,7 +340,9 @@ fn parse_head(buf: &[u8], scan: &mut usize, limits: Limits) -> Result<Option<Hea
         }
         return Ok(None);
     };
-    if target_len(&line[..line_len]) > MAX_TARGET {
+    // The same bounds whether or not the line end has arrived yet, so the
+    // answer does not depend on how the bytes were split.
+    if line_len > MAX_TARGET + REQUEST_LINE_SLACK || target_len(&line[..line_len]) > MAX_TARGET {
         return Err(HttpError::UriTooLong);
     }
     let headers_start = lead + line_len + 1;
@@ -313,7 +350,7 @@ fn parse_head(buf: &[u8], scan: &mut usize, limits: Limits) -> Result<Option<Hea
         Ok(len) => len,
         Err(resume) => {
             *scan = resume;
-            if buf.len() - headers_start > MAX_HEADER_BYTES {
+            if buf.len() - headers_start > MAX_HEADER_BYTES + 2 {
                 return Err(HttpError::HeadersTooLarge("header section too large"));
             }
             return Ok(None);
@@ -496,29 +533,16 @@ mod tests {
 
     const LIMITS: Limits = Limits { max_body: 1024 };
 
-    /// Feeds `input` in pieces of `step` bytes; returns every outcome in order.
+    /// Feeds `input` in pieces of `step` bytes; returns (route, body) or the error of each request.
     fn run(input: &[u8], step: usize) -> Vec<Result<(Route, Vec<u8>), HttpError>> {
-        let mut reader = RequestReader::new(LIMITS);
-        let mut out = Vec::new();
-        for chunk in input.chunks(step.max(1)) {
-            reader.push(chunk);
-            loop {
-                match reader.advance() {
-                    Ok(Progress::Pending) => break,
-                    Ok(Progress::Head) => {}
-                    Ok(Progress::Complete) => {
-                        let request = reader.request().unwrap();
-                        out.push(Ok((request.head.route, request.body().to_vec())));
-                        reader.finish();
-                    }
-                    Err(e) => {
-                        out.push(Err(e));
-                        return out;
-                    }
-                }
-            }
-        }
-        out
+        read_stream(LIMITS, input.chunks(step.max(1)))
+            .into_iter()
+            .filter_map(|outcome| match outcome {
+                Outcome::Request { head, body } => Some(Ok((head.route, body))),
+                Outcome::Error(error) => Some(Err(error)),
+                Outcome::Pending(_) => None,
+            })
+            .collect()
     }
 
     fn one(input: &str) -> Result<(Route, Vec<u8>), HttpError> {

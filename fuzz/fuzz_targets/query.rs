@@ -1,0 +1,17 @@
+//! The subscribe query decoder: no panic, and what it accepts is 1-64
+//! distinct valid topics.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ssehub::query::{MAX_TOPICS, parse_subscribe, valid_topic};
+
+fuzz_target!(|query: &[u8]| {
+    if let Ok(subscribe) = parse_subscribe(query) {
+        assert!((1..=MAX_TOPICS).contains(&subscribe.topics.len()));
+        assert!(subscribe.topics.iter().all(|t| valid_topic(t)));
+        let mut sorted = subscribe.topics.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), subscribe.topics.len(), "distinct");
+    }
+});
