@@ -51,6 +51,7 @@ pub struct Http {
     pub failed: bool,      // closing after an error: linger, input may be unread
     pub peer_closed: bool, // the client shut its write side
     pub read_paused: bool, // stopped reading until `out` drains (pipelining back-pressure)
+    pub deadline: u64,     // Clock ms: 408 (mid-request) or close (idle) after this
 }
 
 impl Http {
@@ -62,6 +63,7 @@ impl Http {
             failed: false,
             peer_closed: false,
             read_paused: false,
+            deadline: 0,
         }
     }
 }

@@ -46,7 +46,7 @@ impl Worker {
                     if !keep_alive || self.shutdown_at.is_some() {
                         http.close_after = true;
                     } else {
-                        self.arm_request_deadline(key);
+                        self.extend_request_deadline(key);
                     }
                 }
                 Err(error) => return self.fail(key, error),

@@ -258,8 +258,9 @@ impl Worker {
         if over_limit {
             self.shared.stats[self.index].over_limit.fetch_add(1, Relaxed);
         }
-        entry.insert(Conn { sock, stamp, loopback, over_limit, state: State::Http(Box::new(Http::new(self.limits))) });
-        self.requests.arm(self.clock.now(), key as u32, stamp);
+        let mut http = Box::new(Http::new(self.limits));
+        http.deadline = self.requests.arm(self.clock.now(), key as u32, stamp);
+        entry.insert(Conn { sock, stamp, loopback, over_limit, state: State::Http(http) });
         self.shared.stats[self.index].http.fetch_add(1, Relaxed);
     }
 
@@ -309,9 +310,7 @@ impl Worker {
                     http.reader.push(&self.scratch[..n]);
                     if first_byte {
                         // The header timeout runs from a request's first byte.
-                        self.next_stamp = self.next_stamp.wrapping_add(1);
-                        conn.stamp = self.next_stamp;
-                        self.requests.arm(self.clock.now(), key as u32, conn.stamp);
+                        http.deadline = self.clock.now() + self.requests.period();
                     }
                     self.process(key);
                 }
@@ -460,12 +459,11 @@ impl Worker {
         self.heartbeats.arm(self.clock.now(), key as u32, stamp);
     }
 
-    /// Re-arms the request deadline (a new request may start now).
-    pub(crate) fn arm_request_deadline(&mut self, key: usize) {
-        let stamp = self.new_stamp();
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.stamp = stamp;
-            self.requests.arm(self.clock.now(), key as u32, stamp);
+    /// Restarts the request deadline: a keep-alive connection may now idle,
+    /// or send its next request, for one more `--header-timeout`.
+    pub(crate) fn extend_request_deadline(&mut self, key: usize) {
+        if let Some(Conn { state: State::Http(http), .. }) = self.conns.get_mut(key) {
+            http.deadline = self.clock.now() + self.requests.period();
         }
     }
 
@@ -478,10 +476,14 @@ impl Worker {
                 continue;
             }
             let key = due.key as usize;
-            match &self.conns[key].state {
-                State::Http(http) if !http.reader.is_idle() => self.fail(key, HttpError::Timeout),
-                State::Http(_) => self.close(key), // idle keep-alive, or a client that never sent a byte
-                _ => {}
+            let State::Http(http) = &self.conns[key].state else { continue };
+            if http.deadline > now {
+                // Moved later since this entry was armed: one entry per connection.
+                self.requests.arm_at(http.deadline, due.key, due.stamp);
+            } else if http.reader.is_idle() {
+                self.close(key); // idle keep-alive, or a client that never sent a byte
+            } else {
+                self.fail(key, HttpError::Timeout);
             }
         }
         while let Some(due) = self.heartbeats.pop_due(now) {

@@ -1,12 +1,16 @@
 //! Per-worker deadlines: heartbeats, request timeouts and lingering closes.
 //!
-//! Every deadline of one kind has the same period, so a FIFO queue is already
-//! sorted: arming is a push, expiry is popping the front. No scan of every
-//! connection, no heap. Entries are never removed early; each carries the
-//! connection's stamp and is ignored when it no longer matches (the
-//! connection closed, or re-armed since).
+//! Each kind is a binary min-heap of `(time, connection, stamp)`: arming and
+//! expiry are O(log n), and nothing ever scans every connection. Entries are
+//! never removed early; each carries the connection's stamp and is ignored
+//! when it no longer matches (the connection closed, or changed state).
+//! Callers keep at most one live entry per connection and move a deadline
+//! later by re-arming when the old entry comes due, so the heap stays as
+//! small as the number of connections however many requests a connection
+//! sends.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 /// Milliseconds since the worker started: cheap to store, monotonic.
@@ -31,7 +35,7 @@ impl Default for Clock {
     }
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Deadline {
     pub at: u64,    // Clock milliseconds
     pub key: u32,   // connection slot
@@ -41,33 +45,43 @@ pub struct Deadline {
 #[derive(Debug)]
 pub struct DeadlineQueue {
     period: u64, // milliseconds; 0 disables the queue
-    entries: VecDeque<Deadline>,
+    entries: BinaryHeap<Reverse<Deadline>>,
 }
 
 impl DeadlineQueue {
     pub fn new(period: Duration) -> Self {
-        DeadlineQueue { period: period.as_millis() as u64, entries: VecDeque::new() }
+        DeadlineQueue { period: period.as_millis() as u64, entries: BinaryHeap::new() }
     }
 
     pub fn enabled(&self) -> bool {
         self.period > 0
     }
 
-    /// Schedules `key` one period after `now`.
-    pub fn arm(&mut self, now: u64, key: u32, stamp: u32) {
+    pub fn period(&self) -> u64 {
+        self.period
+    }
+
+    /// Schedules `key` one period after `now`; returns when.
+    pub fn arm(&mut self, now: u64, key: u32, stamp: u32) -> u64 {
+        self.arm_at(now + self.period, key, stamp);
+        now + self.period
+    }
+
+    /// Schedules `key` at `at` (Clock milliseconds).
+    pub fn arm_at(&mut self, at: u64, key: u32, stamp: u32) {
         if self.enabled() {
-            self.entries.push_back(Deadline { at: now + self.period, key, stamp });
+            self.entries.push(Reverse(Deadline { at, key, stamp }));
         }
     }
 
     /// The earliest deadline, for the poll timeout.
     pub fn next(&self) -> Option<u64> {
-        self.entries.front().map(|d| d.at)
+        self.entries.peek().map(|d| d.0.at)
     }
 
-    /// Removes and returns the front entry if it is due.
+    /// Removes and returns the earliest entry if it is due.
     pub fn pop_due(&mut self, now: u64) -> Option<Deadline> {
-        if self.entries.front()?.at <= now { self.entries.pop_front() } else { None }
+        if self.next()? <= now { self.entries.pop().map(|d| d.0) } else { None }
     }
 
     pub fn len(&self) -> usize {
@@ -86,13 +100,16 @@ mod tests {
     #[test]
     fn pops_in_deadline_order_only_when_due() {
         let mut queue = DeadlineQueue::new(Duration::from_millis(100));
-        queue.arm(0, 1, 0);
         queue.arm(10, 2, 0);
+        queue.arm(0, 1, 0);
+        queue.arm_at(500, 3, 0);
         assert_eq!(queue.next(), Some(100));
         assert_eq!(queue.pop_due(99), None);
         assert_eq!(queue.pop_due(105).map(|d| d.key), Some(1));
         assert_eq!(queue.pop_due(105), None);
         assert_eq!(queue.pop_due(110).map(|d| d.key), Some(2));
+        assert_eq!(queue.pop_due(499), None);
+        assert_eq!(queue.pop_due(500).map(|d| d.key), Some(3));
         assert!(queue.is_empty());
     }
 

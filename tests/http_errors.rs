@@ -182,3 +182,20 @@ fn health_readiness_and_metrics() {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
 }
+
+#[test]
+fn a_keep_alive_connection_lives_while_each_request_comes_in_time() {
+    let server = Server::start(&["--header-timeout", "0.5"]);
+    let mut conn = server.connect();
+    let mut pending = Vec::new();
+    let started = Instant::now();
+    for _ in 0..4 {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert_eq!(status_of(&common::read_response(&mut conn, &mut pending)), 200);
+        // The scenario itself is about time: idle less than the timeout between requests.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(started.elapsed() > Duration::from_millis(1000), "outlived one timeout");
+    let mut buf = [0u8; 1];
+    assert_eq!(conn.read(&mut buf).unwrap(), 0, "then closed once idle for the timeout");
+}

@@ -155,13 +155,7 @@ pub struct RequestReader {
 
 impl RequestReader {
     pub fn new(limits: Limits) -> Self {
-        RequestReader {
-            buf: Vec::new(),
-            scan: 0,
-            chunked_body: Vec::new(),
-            state: State::Head,
-            limits,
-        }
+        RequestReader { buf: Vec::new(), scan: 0, chunked_body: Vec::new(), state: State::Head, limits }
     }
 
     /// Adds input. Cheap: parsing happens in [`RequestReader::advance`].
@@ -263,7 +257,10 @@ impl RequestReader {
 /// What reading a stream of bytes produced, for tests and the fuzzer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Request { head: Head, body: Vec<u8> },
+    Request {
+        head: Head,
+        body: Vec<u8>,
+    },
     Error(HttpError),
     /// Bytes of an incomplete request left at the end.
     Pending(usize),
