@@ -1,17 +1,29 @@
-//! The hot path: drain this worker's inbox and write each event to every
+//! The hot path: take events from this worker's inbox and write each to every
 //! subscriber of its topics.
 //!
-//! Events are taken in batches of up to 64. Routing marks, per subscriber, a
-//! 64-bit mask of the batch's events it should get; a subscriber of several
-//! of an event's topics sets the same bit twice, so it receives the event
-//! exactly once. Then every touched subscriber gets all its frames in one
-//! `writev` of the shared frames, in publish order.
+//! Three steps, each bounded so the event loop keeps serving other sockets:
 //!
-//! Per subscriber and event this allocates nothing: the mask lives in the
+//! 1. **Drain** ([`Worker::drain_inbox`]): events leave the lock-free inbox,
+//!    get a local sequence number and enter their topics' history at once, so
+//!    a resuming client always finds every event it could have seen.
+//! 2. **Route** a batch of up to 64 pending events: each subscriber of an
+//!    event's topics gets its bit set in a 64-bit mask. A subscriber of several
+//!    of those topics sets the same bit twice, so it gets the event once. A
+//!    subscriber that joined after an event was drained skips it: replay (or
+//!    nothing, for a fresh subscriber) already covered it.
+//! 3. **Write** up to [`WRITE_SLICE`] subscribers per loop turn: all of a
+//!    subscriber's frames of the batch in one `writev` of the shared frames.
+//!
+//! Because a big fan-out is written in slices, the worker keeps reading
+//! publishes meanwhile; events published during one batch coalesce into the
+//! next, and every subscriber then takes several events per system call.
+//!
+//! Per subscriber and event nothing is allocated: the mask lives in the
 //! connection, the iovec array on the stack, the frames are shared. Only a
-//! subscriber whose socket is full gets a backlog of frame references, and
-//! is dropped once it falls more than `--max-backlog` frames behind.
+//! subscriber whose socket is full gets a backlog of frame references; past
+//! `--max-backlog` it is dropped.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -23,6 +35,33 @@ use crate::reactor::{Closing, Worker};
 /// Events per batch: one bit each in a subscriber's mask, one iovec each.
 pub const MAX_BATCH: usize = 64;
 const _: () = assert!(MAX_BATCH <= 64 && MAX_BATCH <= MAX_IOV);
+/// Subscribers written per loop turn before the worker polls its sockets again.
+pub const WRITE_SLICE: usize = 512;
+
+/// One worker's fan-out state.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    pending: VecDeque<Arc<Event>>, // drained and in history, not yet routed
+    drained: u64,                  // events drained so far; the last one's local sequence
+    batch: Vec<Arc<Event>>,        // being written
+    batch_seq: u64,                // local sequence of batch[0]
+    touched: Vec<u32>,             // subscribers with bits in this batch
+    next: usize,                   // touched[next..] are still to be written
+    closing: Vec<(u32, Closing)>,  // subscribers to close after this slice
+}
+
+impl Fanout {
+    /// Local sequence of the last drained event: a subscriber joining now
+    /// takes only events after it.
+    pub fn drained(&self) -> u64 {
+        self.drained
+    }
+
+    /// True while routed or drained events remain to be written.
+    pub fn busy(&self) -> bool {
+        self.next < self.touched.len() || !self.pending.is_empty()
+    }
+}
 
 /// Indexes of the set bits, lowest first.
 fn bits(mut mask: u64) -> impl Iterator<Item = usize> + Clone {
@@ -37,37 +76,58 @@ fn bits(mut mask: u64) -> impl Iterator<Item = usize> + Clone {
 }
 
 impl Worker {
-    /// Delivers everything waiting in this worker's inbox.
-    pub(crate) fn fan_out(&mut self) {
-        loop {
-            self.batch.clear();
-            let inbox = self.shared.bus.inbox(self.index);
-            while self.batch.len() < MAX_BATCH {
-                match inbox.pop() {
-                    Some(event) => self.batch.push(event),
-                    None => break,
-                }
+    /// Moves every queued event into history and the pending list.
+    pub(crate) fn drain_inbox(&mut self) {
+        let inbox = self.shared.bus.inbox(self.index);
+        while let Some(event) = inbox.pop() {
+            for name in event.topics() {
+                let topic = self.topics.get_or_insert(name);
+                self.topics.record(topic, &event);
             }
-            if self.batch.is_empty() {
-                return;
-            }
-            self.route_batch();
-            self.write_batch();
+            self.fanout.drained += 1;
+            self.fanout.pending.push_back(event);
         }
     }
 
-    /// Records each event in its topics' history and marks its subscribers.
+    /// Writes one slice of the fan-out, routing the next batch when the
+    /// current one is done. Returns true if work remains.
+    pub(crate) fn fan_out(&mut self) -> bool {
+        if self.fanout.next == self.fanout.touched.len() {
+            self.route_batch();
+        }
+        self.write_slice();
+        self.fanout.busy()
+    }
+
+    /// Finishes all fan-out work now (used when shutting down).
+    pub(crate) fn fan_out_all(&mut self) {
+        self.drain_inbox();
+        while self.fan_out() {}
+    }
+
     fn route_batch(&mut self) {
-        let Worker { batch, topics, conns, touched, .. } = self;
-        for (i, event) in batch.iter().enumerate() {
+        let Worker { fanout, topics, conns, .. } = self;
+        fanout.touched.clear();
+        fanout.next = 0;
+        fanout.batch.clear();
+        let first_seq = fanout.drained - fanout.pending.len() as u64 + 1;
+        fanout.batch_seq = first_seq;
+        while fanout.batch.len() < MAX_BATCH {
+            let Some(event) = fanout.pending.pop_front() else { break };
+            fanout.batch.push(event);
+        }
+        for (i, event) in fanout.batch.iter().enumerate() {
+            let seq = first_seq + i as u64;
             let bit = 1u64 << i;
             for name in event.topics() {
-                let topic = topics.get_or_insert(name);
-                topics.record(topic, event);
+                let Some(topic) = topics.find(name) else { continue };
                 for &key in &topics.get(topic).subscribers {
                     if let Some(Conn { state: State::Stream(stream), .. }) = conns.get_mut(key as usize) {
+                        if stream.since >= seq {
+                            continue; // joined after this event was drained
+                        }
                         if stream.batch == 0 {
-                            touched.push(key);
+                            fanout.touched.push(key);
                         }
                         stream.batch |= bit;
                     }
@@ -76,17 +136,19 @@ impl Worker {
         }
     }
 
-    fn write_batch(&mut self) {
+    fn write_slice(&mut self) {
         let max_backlog = self.shared.config.max_backlog as usize;
-        let Worker { batch, conns, touched, closing, tally, .. } = self;
-        for key in touched.drain(..) {
+        let Worker { fanout, conns, tally, .. } = self;
+        let end = (fanout.next + WRITE_SLICE).min(fanout.touched.len());
+        for &key in &fanout.touched[fanout.next..end] {
             if let Some(conn) = conns.get_mut(key as usize) {
-                if let Err(why) = deliver(conn, batch, max_backlog, tally) {
-                    closing.push((key, why));
+                if let Err(why) = deliver(conn, &fanout.batch, max_backlog, tally) {
+                    fanout.closing.push((key, why));
                 }
             }
         }
-        while let Some((key, why)) = self.closing.pop() {
+        fanout.next = end;
+        while let Some((key, why)) = self.fanout.closing.pop() {
             if why == Closing::SlowConsumer {
                 self.stats().slow_consumers.fetch_add(1, Relaxed);
                 log::debug!("dropping slow subscriber (over --max-backlog {max_backlog})");
@@ -100,6 +162,9 @@ impl Worker {
 fn deliver(conn: &mut Conn, batch: &[Arc<Event>], max_backlog: usize, tally: &mut Tally) -> Result<(), Closing> {
     let State::Stream(stream) = &mut conn.state else { return Ok(()) };
     let mask = std::mem::take(&mut stream.batch);
+    if mask == 0 {
+        return Ok(()); // the slot was closed and reused since routing
+    }
     let events = bits(mask).map(|i| &batch[i]);
     if let Some(backlog) = &mut stream.backlog {
         for event in events {

@@ -216,9 +216,9 @@ impl Worker {
         }
         head.extend_from_slice(&sse::retry_frame(self.shared.config.retry));
 
-        // Deliver what is queued first: then the history holds every event a
-        // client could have seen, and nothing still queued is older than it.
-        self.fan_out();
+        // Drain the inbox first: then the history holds every event a client
+        // could have seen, and live delivery starts right after it.
+        self.drain_inbox();
         let (gap, replay) = self.plan_replay(&subscribe.topics, resume.as_deref());
         let mut subs = Vec::with_capacity(subscribe.topics.len());
         for name in &subscribe.topics {
@@ -240,9 +240,10 @@ impl Worker {
             stats.gaps.fetch_add(1, Relaxed);
         }
         let max_backlog = self.shared.config.max_backlog as usize;
+        let since = self.fanout.drained();
         let conn = &mut self.conns[key];
         conn.stamp = stamp; // retires the request deadline
-        let mut stream = Stream { batch: 0, subs, backlog: None, received: 0, closing: false };
+        let mut stream = Stream { batch: 0, since, subs, backlog: None };
         if gap.is_none() && replay.is_empty() {
             match write_frames(&mut conn.sock, std::iter::once(&head[..])) {
                 Ok(n) if n == head.len() => {}

@@ -31,7 +31,7 @@ use slab::Slab;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::conn::{Backlog, Chunk, Conn, Flushed, Http, State, Written};
-use crate::event::Event;
+use crate::fanout::Fanout;
 use crate::http::{HttpError, Limits};
 use crate::metrics::{Tally, WorkerStats};
 use crate::sse;
@@ -47,6 +47,8 @@ const READ_BUDGET: usize = 16;
 const ACCEPT_BUDGET: usize = 256;
 /// How long to stop accepting after running out of descriptors.
 const ACCEPT_BACKOFF_MS: u64 = 100;
+/// How long a connection past `--max-connections` may take to send its request.
+const OVER_LIMIT_TIMEOUT_MS: u64 = 1000;
 /// How long a connection closing after an error waits for the client to close.
 const LINGER: Duration = Duration::from_secs(2);
 /// Input discarded while lingering before closing anyway.
@@ -79,14 +81,12 @@ pub struct Worker {
     heartbeats: DeadlineQueue, // --heartbeat
     lingers: DeadlineQueue,    // LINGER
     next_stamp: u32,
-    scratch: Box<[u8]>,                      // read buffer shared by all connections
-    pub(crate) batch: Vec<Arc<Event>>,       // events being fanned out (≤ 64)
-    pub(crate) touched: Vec<u32>,            // connections with frames in `batch`
-    pub(crate) closing: Vec<(u32, Closing)>, // connections to close once the batch is written
-    deferred: Vec<u32>,                      // connections whose read budget ran out
-    accept_pending: bool,                    // accept budget ran out: accept again next turn
-    accept_paused_until: Option<u64>,        // out of descriptors: retry then
-    pub(crate) shutdown_at: Option<u64>,     // shutting down: give up on flushing then
+    scratch: Box<[u8]>,                  // read buffer shared by all connections
+    pub(crate) fanout: Fanout,           // drained events on their way to subscribers
+    deferred: Vec<u32>,                  // connections whose read budget ran out
+    accept_pending: bool,                // accept budget ran out: accept again next turn
+    accept_paused_until: Option<u64>,    // out of descriptors: retry then
+    pub(crate) shutdown_at: Option<u64>, // shutting down: give up on flushing then
     pub(crate) tally: Tally,
     pub(crate) limits: Limits,
     rng: u64, // jitter for retry-and-close
@@ -129,9 +129,7 @@ impl Worker {
             clock: Clock::new(),
             next_stamp: 0,
             scratch: vec![0; SCRATCH].into_boxed_slice(),
-            batch: Vec::with_capacity(crate::fanout::MAX_BATCH),
-            touched: Vec::new(),
-            closing: Vec::new(),
+            fanout: Fanout::default(),
             deferred: Vec::new(),
             accept_pending: false,
             accept_paused_until: None,
@@ -179,6 +177,7 @@ impl Worker {
             if self.accept_pending {
                 self.accept();
             }
+            self.drain_inbox();
             self.fan_out();
             self.fire_deadlines();
             let stats = &self.shared.stats[self.index];
@@ -196,7 +195,7 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.deferred.is_empty() || self.accept_pending {
+        if !self.deferred.is_empty() || self.accept_pending || self.fanout.busy() {
             return Some(Duration::ZERO);
         }
         let next = [
@@ -259,8 +258,16 @@ impl Worker {
             self.shared.stats[self.index].over_limit.fetch_add(1, Relaxed);
         }
         let mut http = Box::new(Http::new(self.limits));
-        http.deadline = self.requests.arm(self.clock.now(), key as u32, stamp);
-        entry.insert(Conn { sock, stamp, loopback, over_limit, state: State::Http(http) });
+        http.deadline = if over_limit {
+            // Turned-away clients hold descriptors the server is short of: a
+            // second to send their request, then they go.
+            let at = self.clock.now() + self.requests.period().min(OVER_LIMIT_TIMEOUT_MS);
+            self.requests.arm_at(at, key as u32, stamp);
+            at
+        } else {
+            self.requests.arm(self.clock.now(), key as u32, stamp)
+        };
+        entry.insert(Conn { sock, stamp, loopback, over_limit, received: 0, state: State::Http(http) });
         self.shared.stats[self.index].http.fetch_add(1, Relaxed);
     }
 
@@ -393,13 +400,15 @@ impl Worker {
     fn read_stream(&mut self, key: usize) {
         loop {
             let Some(conn) = self.conns.get_mut(key) else { return };
-            let State::Stream(stream) = &mut conn.state else { return };
+            if !matches!(conn.state, State::Stream(_)) {
+                return;
+            }
             match conn.sock.read(&mut self.scratch) {
                 Ok(0) => return self.close(key),
                 Ok(n) => {
-                    stream.received = stream.received.saturating_add(n.min(usize::from(u16::MAX)) as u16);
-                    if stream.received > MAX_STREAM_INPUT {
-                        log::debug!("subscriber sent {} bytes after subscribing; closing", stream.received);
+                    conn.received = conn.received.saturating_add(n.min(usize::from(u16::MAX)) as u16);
+                    if conn.received > MAX_STREAM_INPUT {
+                        log::debug!("subscriber sent {} bytes after subscribing; closing", conn.received);
                         return self.close(key);
                     }
                 }
@@ -423,7 +432,7 @@ impl Worker {
             Ok(Flushed::Blocked) => {}
             Ok(Flushed::Drained) => {
                 stream.backlog = None;
-                if stream.closing {
+                if self.shutdown_at.is_some() {
                     self.close(key);
                 }
             }
@@ -532,6 +541,7 @@ impl Worker {
     /// Stops accepting; closes idle connections now and the rest once they
     /// have finished, or at `--shutdown-grace`.
     fn begin_shutdown(&mut self) {
+        self.fan_out_all();
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -541,7 +551,7 @@ impl Worker {
         for key in keys {
             match &mut self.conns[key].state {
                 State::Stream(stream) if stream.backlog.is_none() => self.close(key),
-                State::Stream(stream) => stream.closing = true,
+                State::Stream(_) => {} // closed once its backlog drains
                 State::Http(http) if http.reader.is_idle() && http.out.is_empty() => self.close(key),
                 State::Http(_) | State::Linger { .. } => {}
             }

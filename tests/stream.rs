@@ -237,3 +237,37 @@ fn subscribe_queries_are_validated() {
     let sub = server.subscribe(&many[..64].join("&"));
     assert_eq!(sub.status(), 200, "64 topics are allowed");
 }
+
+#[test]
+fn resuming_during_a_large_fan_out_gets_every_event_exactly_once() {
+    let server = Server::start(&[]);
+    // Enough subscribers that one event takes several write slices to fan out.
+    let mut crowd: Vec<common::Subscriber> = (0..3000).map(|_| server.subscribe("topic=crowd")).collect();
+    let first = server.publish("topic=crowd&data=0");
+    let publisher = {
+        let addr = server.addr;
+        std::thread::spawn(move || {
+            let server = common::Remote { addr };
+            for i in 1..100 {
+                server.publish(&format!("topic=crowd&data={i}"));
+            }
+        })
+    };
+    // Resume from the first event while the burst is being fanned out.
+    let mut late = server.subscribe_with("topic=crowd", &format!("Last-Event-ID: {}\r\n", first[0]));
+    publisher.join().unwrap();
+    server.publish("topic=crowd&data=end");
+    let mut got = Vec::new();
+    loop {
+        let event = late.next_event();
+        if event.data == "end" {
+            break;
+        }
+        got.push(event.data);
+    }
+    let want: Vec<String> = (1..100).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "replay then live, no gap, no duplicate");
+    for sub in crowd.iter_mut().step_by(500) {
+        assert_eq!(sub.next_events(101).last().unwrap().data, "end");
+    }
+}

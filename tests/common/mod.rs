@@ -89,9 +89,7 @@ impl Server {
 
     /// Publishes a form body and returns the assigned ids.
     pub fn publish(&self, form: &str) -> Vec<String> {
-        let (status, body) = self.post("application/x-www-form-urlencoded", form);
-        assert_eq!(status, 200, "publish {form:?}: {body}");
-        body.lines().map(str::to_owned).collect()
+        Remote { addr: self.addr }.publish(form)
     }
 
     pub fn subscribe(&self, query: &str) -> Subscriber {
@@ -148,6 +146,25 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Publishing to a server owned elsewhere (e.g. from another thread).
+pub struct Remote {
+    pub addr: SocketAddr,
+}
+
+impl Remote {
+    pub fn publish(&self, form: &str) -> Vec<String> {
+        let request = format!(
+            "POST /publish HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        );
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        stream.write_all(request.as_bytes()).expect("send");
+        let response = read_to_close(&mut stream);
+        assert_eq!(status_of(&response), 200, "{response}");
+        body_of(&response).lines().map(str::to_owned).collect()
     }
 }
 
