@@ -86,6 +86,7 @@ pub struct Worker {
     deferred: Vec<u32>,                  // connections whose read budget ran out
     accept_pending: bool,                // accept budget ran out: accept again next turn
     accept_paused_until: Option<u64>,    // out of descriptors: retry then
+    accept_starved: bool,                // accept failed for lack of descriptors (logged once)
     pub(crate) shutdown_at: Option<u64>, // shutting down: give up on flushing then
     pub(crate) tally: Tally,
     pub(crate) limits: Limits,
@@ -133,6 +134,7 @@ impl Worker {
             deferred: Vec::new(),
             accept_pending: false,
             accept_paused_until: None,
+            accept_starved: false,
             shutdown_at: None,
             tally: Tally::default(),
             rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(crate::bus::unix_ms()),
@@ -224,11 +226,19 @@ impl Worker {
         for _ in 0..ACCEPT_BUDGET {
             let Some(listener) = &self.listener else { return };
             match listener.accept() {
-                Ok((sock, addr)) => self.admit_connection(sock, addr.ip().is_loopback()),
+                Ok((sock, addr)) => {
+                    if std::mem::take(&mut self.accept_starved) {
+                        log::warn!("worker {}: accepting again", self.index);
+                    }
+                    self.admit_connection(sock, addr.ip().is_loopback());
+                }
                 Err(e) if would_block(&e) => return,
                 Err(e) if out_of_resources(&e) => {
                     self.stats().accept_errors.fetch_add(1, Relaxed);
-                    log::warn!("worker {}: accept: {e}; pausing accepts for {ACCEPT_BACKOFF_MS} ms", self.index);
+                    if !self.accept_starved {
+                        log::warn!("worker {}: accept: {e}; retrying every {ACCEPT_BACKOFF_MS} ms", self.index);
+                        self.accept_starved = true;
+                    }
                     self.accept_paused_until = Some(self.clock.now() + ACCEPT_BACKOFF_MS);
                     return;
                 }

@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::thread;
 use std::time::Duration;
 
-use common::{Server, Subscriber, status_of};
+use common::{Server, Subscriber};
 use socket2::{Domain, Socket, Type};
 
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
@@ -26,8 +26,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+fn open_sockets(pid: u32) -> usize {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    entries
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.to_string_lossy().starts_with("socket:"))
+        .count()
 }
 
 fn stalled(server: &Server) -> TcpStream {
@@ -115,16 +119,27 @@ fn out_of_descriptors_the_server_sheds_load_without_spinning_and_recovers() {
     // Hold the flood for a second: a server spinning on EMFILE would burn it all.
     thread::sleep(Duration::from_secs(1));
     let spent = cpu_ticks(pid) - before;
-    eprintln!("{spent} CPU ticks in 1 s while flooded, {} descriptors open", open_fds(pid));
+    eprintln!("{spent} CPU ticks in 1 s while flooded, {} sockets open", open_sockets(pid));
     assert!(spent <= 30, "{spent} ticks of CPU in 1 s while out of descriptors");
-    assert!(open_fds(pid) <= LIMIT as usize);
+    // Sockets only: a test harness may pass its own descriptors (cargo's
+    // jobserver pipe) down to the child, above the limit.
+    let sockets = open_sockets(pid);
+    assert!(sockets <= LIMIT as usize, "{sockets} sockets open under a limit of {LIMIT}");
 
     drop(flood);
     // Once the flood is gone (the server has seen every flood connection
     // close; only the scrape itself is open), everything works again.
     server.wait_metric("ssehub_connections{kind=\"http\"}", |n| n == 1);
-    let mut new = server.subscribe("topic=ok");
-    assert_eq!(new.status(), 200);
+    // Each worker has its own accept queue: flood connections queued at the
+    // other may still be coming in and out. Retry as EventSource would.
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    let mut new = loop {
+        let sub = server.subscribe("topic=ok");
+        if sub.reconnection_time() == Some(3000) {
+            break sub;
+        }
+        assert!(std::time::Instant::now() < deadline, "never admitted again");
+    };
     server.publish("topic=ok&data=after");
     assert_eq!(new.next_event().data, "after");
     assert_eq!(healthy.next_event().data, "after", "the subscriber from before the flood was kept");

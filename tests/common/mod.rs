@@ -53,7 +53,7 @@ impl Server {
         let addr = line
             .trim()
             .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}; server exit: {:?}", child.wait()))
             .parse()
             .expect("address");
         Server { child, addr }
