@@ -24,10 +24,11 @@
 //! `--max-backlog` it is dropped.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::conn::{Backlog, Chunk, Conn, Flushed, MAX_IOV, State, Written, write_frames};
+use crate::conn::{Backlog, Chunk, Conn, Flushed, MAX_IOV, State, Stream, Written, write_frames};
 use crate::event::Event;
 use crate::metrics::Tally;
 use crate::reactor::{Closing, Worker};
@@ -141,8 +142,8 @@ impl Worker {
         let Worker { fanout, conns, tally, .. } = self;
         let end = (fanout.next + WRITE_SLICE).min(fanout.touched.len());
         for &key in &fanout.touched[fanout.next..end] {
-            if let Some(conn) = conns.get_mut(key as usize) {
-                if let Err(why) = deliver(conn, &fanout.batch, max_backlog, tally) {
+            if let Some(Conn { sock, state: State::Stream(stream), .. }) = conns.get_mut(key as usize) {
+                if let Err(why) = deliver(sock, stream, &fanout.batch, max_backlog, tally) {
                     fanout.closing.push((key, why));
                 }
             }
@@ -158,9 +159,16 @@ impl Worker {
     }
 }
 
-/// Writes a subscriber's share of the batch, or queues it behind its backlog.
-fn deliver(conn: &mut Conn, batch: &[Arc<Event>], max_backlog: usize, tally: &mut Tally) -> Result<(), Closing> {
-    let State::Stream(stream) = &mut conn.state else { return Ok(()) };
+/// Writes a subscriber's share of the batch (the events whose bits are set in
+/// `stream.batch`), or queues it behind its backlog. Public for the
+/// micro-benchmarks, which pass an in-memory sink for `sock`.
+pub fn deliver(
+    sock: &mut impl Write,
+    stream: &mut Stream,
+    batch: &[Arc<Event>],
+    max_backlog: usize,
+    tally: &mut Tally,
+) -> Result<(), Closing> {
     let mask = std::mem::take(&mut stream.batch);
     if mask == 0 {
         return Ok(()); // the slot was closed and reused since routing
@@ -174,7 +182,7 @@ fn deliver(conn: &mut Conn, batch: &[Arc<Event>], max_backlog: usize, tally: &mu
     }
     let count = mask.count_ones() as u64;
     let total: usize = events.clone().map(|e| e.frame().len()).sum();
-    let wrote = write_frames(&mut conn.sock, events.clone().map(|e| e.frame())).map_err(|_| Closing::WriteError)?;
+    let wrote = write_frames(sock, events.clone().map(|e| e.frame())).map_err(|_| Closing::WriteError)?;
     tally.bytes += wrote as u64;
     if wrote == total {
         tally.frames += count;
@@ -185,7 +193,7 @@ fn deliver(conn: &mut Conn, batch: &[Arc<Event>], max_backlog: usize, tally: &mu
     backlog.push_rest(events, wrote);
     tally.frames += count - backlog.len() as u64;
     let mut written = Written::default();
-    let flushed = backlog.flush(&mut conn.sock, &mut written).map_err(|_| Closing::WriteError)?;
+    let flushed = backlog.flush(sock, &mut written).map_err(|_| Closing::WriteError)?;
     tally.frames += written.frames;
     tally.bytes += written.bytes;
     if flushed == Flushed::Blocked {

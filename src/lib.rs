@@ -8,7 +8,7 @@
 //! - [`query`], [`publish`], [`auth`]: what subscribe and publish requests say, and who may publish.
 //! - [`sse`], [`event`]: the wire format; each event is encoded once into a shared frame.
 //! - [`bus`]: the sequencer and the per-worker queues that carry frames between threads.
-//! - [`reactor`], [`handler`](crate::handler), [`fanout`](crate::fanout): one event loop per worker,
+//! - [`reactor`], `handler`, [`fanout`]: one event loop per worker,
 //!   what each request does, and the batch write to subscribers.
 //! - [`topics`], [`conn`], [`timer`]: per-worker state: subscriptions and history,
 //!   connections, deadlines.
@@ -20,7 +20,7 @@ pub mod bus;
 pub mod config;
 pub mod conn;
 pub mod event;
-mod fanout;
+pub mod fanout;
 mod handler;
 pub mod http;
 pub mod metrics;

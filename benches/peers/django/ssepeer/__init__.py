@@ -1,0 +1,1 @@
+"""Minimal Django project: SSE fan-out over Redis pub/sub, the setup ssehub replaces."""
