@@ -58,7 +58,7 @@ fn fanout(c: &mut Criterion) {
             b.iter_batched_ref(
                 || {
                     (0..SUBSCRIBERS)
-                        .map(|_| Stream { batch: mask, since: 0, subs: Subscriptions::One(0, 0), backlog: None })
+                        .map(|_| Stream { batch: mask, filtered: false, subs: Subscriptions::One(0, 0), backlog: None })
                         .collect::<Vec<_>>()
                 },
                 |streams| {

@@ -72,8 +72,8 @@ impl Http {
 /// A subscriber.
 #[derive(Debug)]
 pub struct Stream {
-    pub batch: u64, // bit i: event i of the fan-out batch in progress goes here
-    pub since: u64, // worker-local sequence of the last event drained before subscribing
+    pub batch: u64,     // bit i: event i of the fan-out batch in progress goes here
+    pub filtered: bool, // skips events up to its entry in the worker's filters (see fanout)
     pub subs: Subscriptions,
     pub backlog: Option<Box<Backlog>>, // only while the socket cannot take everything
 }

@@ -84,6 +84,7 @@ pub struct Event {
     topics: Box<[Box<str>]>, // distinct, validated topic names
     buf: Box<[u8]>,          // ID_RESERVE bytes of room, then the encoded fields
     start: usize,            // where the frame begins inside `buf`
+    to_all: bool,            // a notice for every subscriber, whatever its topics
 }
 
 impl Event {
@@ -94,7 +95,19 @@ impl Event {
         if buf.len() < ID_RESERVE {
             buf.splice(0..0, std::iter::repeat_n(0, ID_RESERVE - buf.len()));
         }
-        Event { id: EventId::ZERO, topics, buf: buf.into_boxed_slice(), start: ID_RESERVE }
+        Event { id: EventId::ZERO, topics, buf: buf.into_boxed_slice(), start: ID_RESERVE, to_all: false }
+    }
+
+    /// A frame for every subscriber (e.g. an `ssehub-gap` after the cluster's
+    /// stream was reset). It has no id and is not kept in any history.
+    pub fn notice(frame: &[u8]) -> Event {
+        let mut buf = vec![0; ID_RESERVE];
+        buf.extend_from_slice(frame);
+        Event { id: EventId::ZERO, topics: Box::new([]), buf: buf.into_boxed_slice(), start: ID_RESERVE, to_all: true }
+    }
+
+    pub fn to_all(&self) -> bool {
+        self.to_all
     }
 
     /// Bytes to leave at the front of the buffer handed to [`Event::new`].

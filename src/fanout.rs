@@ -9,8 +9,10 @@
 //! 2. **Route** a batch of up to 64 pending events: each subscriber of an
 //!    event's topics gets its bit set in a 64-bit mask. A subscriber of several
 //!    of those topics sets the same bit twice, so it gets the event once. A
-//!    subscriber that joined after an event was drained skips it: replay (or
-//!    nothing, for a fresh subscriber) already covered it.
+//!    subscriber that joined while events were pending, or resumed from an id
+//!    this worker has not reached yet, has a filter: it skips events up to an
+//!    id its replay already covered. Filters are rare and short-lived; the
+//!    first newer event removes them.
 //! 3. **Write** up to [`WRITE_SLICE`] subscribers per loop turn: all of a
 //!    subscriber's frames of the batch in one `writev` of the shared frames.
 //!
@@ -23,13 +25,13 @@
 //! subscriber whose socket is full gets a backlog of frame references; past
 //! `--max-backlog` it is dropped.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::conn::{Backlog, Chunk, Conn, Flushed, MAX_IOV, State, Stream, Written, write_frames};
-use crate::event::Event;
+use crate::event::{Event, EventId};
 use crate::metrics::Tally;
 use crate::reactor::{Closing, Worker};
 
@@ -42,26 +44,42 @@ pub const WRITE_SLICE: usize = 512;
 /// One worker's fan-out state.
 #[derive(Debug, Default)]
 pub struct Fanout {
-    pending: VecDeque<Arc<Event>>, // drained and in history, not yet routed
-    drained: u64,                  // events drained so far; the last one's local sequence
-    batch: Vec<Arc<Event>>,        // being written
-    batch_seq: u64,                // local sequence of batch[0]
-    touched: Vec<u32>,             // subscribers with bits in this batch
-    next: usize,                   // touched[next..] are still to be written
-    closing: Vec<(u32, Closing)>,  // subscribers to close after this slice
+    pending: VecDeque<Arc<Event>>,  // drained and in history, not yet routed
+    last_drained: EventId,          // id of the newest drained event
+    batch: Vec<Arc<Event>>,         // being written
+    touched: Vec<u32>,              // subscribers with bits in this batch
+    next: usize,                    // touched[next..] are still to be written
+    closing: Vec<(u32, Closing)>,   // subscribers to close after this slice
+    filters: HashMap<u32, EventId>, // subscriber → skip events up to this id
 }
 
 impl Fanout {
-    /// Local sequence of the last drained event: a subscriber joining now
-    /// takes only events after it.
-    pub fn drained(&self) -> u64 {
-        self.drained
+    /// The newest event in history: live delivery to a new subscriber starts after it.
+    pub fn last_drained(&self) -> EventId {
+        self.last_drained
     }
 
     /// True while routed or drained events remain to be written.
     pub fn busy(&self) -> bool {
         self.next < self.touched.len() || !self.pending.is_empty()
     }
+
+    /// Makes `key` skip events up to `upto` (already replayed or drained before it joined).
+    pub fn filter(&mut self, key: u32, upto: EventId) {
+        self.filters.insert(key, upto);
+    }
+
+    pub fn forget(&mut self, key: u32) {
+        self.filters.remove(&key);
+    }
+}
+
+/// Gives `stream` the event of `bit`, listing it on its first event of the batch.
+fn mark(touched: &mut Vec<u32>, key: u32, stream: &mut Stream, bit: u64) {
+    if stream.batch == 0 {
+        touched.push(key);
+    }
+    stream.batch |= bit;
 }
 
 /// Indexes of the set bits, lowest first.
@@ -81,11 +99,18 @@ impl Worker {
     pub(crate) fn drain_inbox(&mut self) {
         let inbox = self.shared.bus.inbox(self.index);
         while let Some(event) = inbox.pop() {
-            for name in event.topics() {
-                let topic = self.topics.get_or_insert(name);
-                self.topics.record(topic, &event);
+            if event.to_all() {
+                // The stream was reset: what history holds is gone from it,
+                // and ids start over.
+                self.topics.clear_history();
+                self.fanout.last_drained = EventId::ZERO;
+            } else {
+                for name in event.topics() {
+                    let topic = self.topics.get_or_insert(name);
+                    self.topics.record(topic, &event);
+                }
+                self.fanout.last_drained = event.id();
             }
-            self.fanout.drained += 1;
             self.fanout.pending.push_back(event);
         }
     }
@@ -111,27 +136,38 @@ impl Worker {
         fanout.touched.clear();
         fanout.next = 0;
         fanout.batch.clear();
-        let first_seq = fanout.drained - fanout.pending.len() as u64 + 1;
-        fanout.batch_seq = first_seq;
         while fanout.batch.len() < MAX_BATCH {
             let Some(event) = fanout.pending.pop_front() else { break };
+            let to_all = event.to_all();
             fanout.batch.push(event);
+            if to_all {
+                break; // ids start over after it: filters must not apply to what follows
+            }
         }
         for (i, event) in fanout.batch.iter().enumerate() {
-            let seq = first_seq + i as u64;
             let bit = 1u64 << i;
+            if event.to_all() {
+                fanout.filters.clear();
+                for (key, conn) in conns.iter_mut() {
+                    if let State::Stream(stream) = &mut conn.state {
+                        stream.filtered = false;
+                        mark(&mut fanout.touched, key as u32, stream, bit);
+                    }
+                }
+                continue;
+            }
             for name in event.topics() {
                 let Some(topic) = topics.find(name) else { continue };
                 for &key in &topics.get(topic).subscribers {
-                    if let Some(Conn { state: State::Stream(stream), .. }) = conns.get_mut(key as usize) {
-                        if stream.since >= seq {
-                            continue; // joined after this event was drained
+                    let Some(Conn { state: State::Stream(stream), .. }) = conns.get_mut(key as usize) else { continue };
+                    if stream.filtered {
+                        if fanout.filters.get(&key).is_some_and(|&upto| event.id() <= upto) {
+                            continue; // its replay covered this one
                         }
-                        if stream.batch == 0 {
-                            fanout.touched.push(key);
-                        }
-                        stream.batch |= bit;
+                        fanout.filters.remove(&key);
+                        stream.filtered = false;
                     }
+                    mark(&mut fanout.touched, key, stream, bit);
                 }
             }
         }

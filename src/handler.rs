@@ -240,10 +240,17 @@ impl Worker {
             stats.gaps.fetch_add(1, Relaxed);
         }
         let max_backlog = self.shared.config.max_backlog as usize;
-        let since = self.fanout.drained();
+        // Live delivery starts after the newest event in history, or after
+        // the client's own id if this worker has not reached it yet.
+        let resumed_at = resume.as_deref().and_then(EventId::parse).unwrap_or(EventId::ZERO);
+        let live_after = self.fanout.last_drained().max(resumed_at);
+        let filtered = self.fanout.busy() || live_after > self.fanout.last_drained();
+        if filtered {
+            self.fanout.filter(key as u32, live_after);
+        }
         let conn = &mut self.conns[key];
         conn.stamp = stamp; // retires the request deadline
-        let mut stream = Stream { batch: 0, since, subs, backlog: None };
+        let mut stream = Stream { batch: 0, filtered, subs, backlog: None };
         if gap.is_none() && replay.is_empty() {
             match write_frames(&mut conn.sock, std::iter::once(&head[..])) {
                 Ok(n) if n == head.len() => {}

@@ -533,6 +533,9 @@ impl Worker {
         match conn.state {
             State::Stream(stream) => {
                 stats.subscribers.fetch_sub(1, Relaxed);
+                if stream.filtered {
+                    self.fanout.forget(key as u32);
+                }
                 for (topic, pos) in stream.subs.iter() {
                     if let Some(moved) = self.topics.unsubscribe(topic, pos) {
                         if let Some(Conn { state: State::Stream(other), .. }) = self.conns.get_mut(moved as usize) {

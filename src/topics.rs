@@ -123,6 +123,13 @@ impl Topics {
         moved
     }
 
+    /// Forgets every retained event (the stream they came from was reset).
+    pub fn clear_history(&mut self) {
+        for (_, topic) in self.slots.iter_mut() {
+            topic.history = History::new(topic.history.cap);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len()
     }

@@ -134,7 +134,7 @@ mod tests {
         let p = find("pushpin").unwrap();
         let u = p.urls("127.0.0.1", Some(9999));
         assert_eq!(u.sub_url, "http://127.0.0.1:9999/events?topic={topic}");
-        assert_eq!(u.pub_url, "http://127.0.0.1:5561/publish/");
+        assert_eq!(u.pub_url, "http://127.0.0.1:18087/publish/");
         let u = find("nchan").unwrap().urls("127.0.0.1", None);
         assert_eq!(u.pub_url, "http://127.0.0.1:8081/pub?channel={topic}");
     }
