@@ -10,14 +10,20 @@
 //! A worker about to sleep sets its `sleeping` flag and re-checks its queue; a
 //! publisher wakes (one `eventfd` write) only workers that set the flag, so a
 //! busy worker costs publishers nothing.
+//!
+//! In cluster mode the Redis stream is the sequencer: the backplane thread
+//! hands over events already in stream order ([`Bus::push_sequenced`]), and
+//! answers to a worker's Redis requests come back through the same inbox
+//! ([`Bus::reply`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use mio::Waker;
 
+use crate::cluster::Reply;
 use crate::event::{Event, EventId};
 
 /// Events a worker may have queued before publishes are refused with 503.
@@ -51,6 +57,7 @@ pub fn unix_ms() -> u64 {
 /// One worker's incoming events.
 pub struct Inbox {
     queue: ArrayQueue<Arc<Event>>,
+    replies: SegQueue<Reply>, // answers from the cluster's command thread (bounded by requests in flight)
     waker: Waker,
     sleeping: AtomicBool, // set by the worker just before it blocks in poll
 }
@@ -60,6 +67,10 @@ impl Inbox {
         self.queue.pop()
     }
 
+    pub fn pop_reply(&self) -> Option<Reply> {
+        self.replies.pop()
+    }
+
     /// Called by the worker before blocking. Returns false if events are
     /// already waiting, in which case it must not block.
     pub fn prepare_sleep(&self) -> bool {
@@ -67,7 +78,7 @@ impl Inbox {
         // Pairs with the fence in `Bus::publish`: either the publisher sees
         // `sleeping` and wakes us, or we see its event here.
         fence(Ordering::SeqCst);
-        self.queue.is_empty()
+        self.queue.is_empty() && self.replies.is_empty()
     }
 
     pub fn awake(&self) {
@@ -99,7 +110,12 @@ impl Bus {
         let boot = EventId { ms: unix_ms(), seq: 0 };
         let inboxes = wakers
             .into_iter()
-            .map(|waker| Inbox { queue: ArrayQueue::new(INBOX_CAPACITY), waker, sleeping: AtomicBool::new(false) })
+            .map(|waker| Inbox {
+                queue: ArrayQueue::new(INBOX_CAPACITY),
+                replies: SegQueue::new(),
+                waker,
+                sleeping: AtomicBool::new(false),
+            })
             .collect();
         Bus { sequencer: Mutex::new(Sequencer::new(boot)), inboxes, boot, published: AtomicU64::new(0) }
     }
@@ -146,6 +162,39 @@ impl Bus {
             inbox.wake_if_sleeping();
         }
         Ok(ids)
+    }
+
+    /// Hands over an event that already has its place in the order (cluster
+    /// mode: its stream id). Only the backplane thread calls this.
+    pub fn push_sequenced(&self, event: Arc<Event>) -> Result<(), Full> {
+        {
+            // Held only to keep a stray second caller from interleaving.
+            let _order = self.lock();
+            if self.inboxes.iter().any(|inbox| inbox.queue.is_full()) {
+                return Err(Full);
+            }
+            for inbox in self.inboxes.iter() {
+                if inbox.queue.push(Arc::clone(&event)).is_err() {
+                    log::error!("inbox full after capacity check; event {} lost for a worker", event.id());
+                }
+            }
+            if !event.to_all() {
+                self.published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        fence(Ordering::SeqCst);
+        for inbox in self.inboxes.iter() {
+            inbox.wake_if_sleeping();
+        }
+        Ok(())
+    }
+
+    /// Delivers an answer to the worker that asked.
+    pub fn reply(&self, worker: usize, reply: Reply) {
+        let inbox = &self.inboxes[worker];
+        inbox.replies.push(reply);
+        fence(Ordering::SeqCst);
+        inbox.wake_if_sleeping();
     }
 
     /// Wakes every worker, e.g. to notice shutdown.

@@ -58,6 +58,18 @@ pub struct Config {
     #[arg(long, env = "SSEHUB_SHUTDOWN_GRACE", default_value = "5", value_parser = parse_seconds)]
     pub shutdown_grace: Duration,
 
+    /// Cluster mode: follow and publish to a Redis stream, `redis://[user:pass@]host:port[/db]`.
+    #[arg(long, env = "SSEHUB_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
+
+    /// The Redis stream every node follows (cluster mode).
+    #[arg(long, env = "SSEHUB_REDIS_STREAM", default_value = "ssehub")]
+    pub redis_stream: String,
+
+    /// Approximate length the stream is trimmed to on each publish (cluster mode).
+    #[arg(long, env = "SSEHUB_REDIS_MAXLEN", default_value_t = 100_000)]
+    pub redis_maxlen: u64,
+
     /// Log filter (error, warn, info, debug, trace; RUST_LOG syntax).
     #[arg(long, env = "SSEHUB_LOG", default_value = "info")]
     pub log: String,

@@ -47,12 +47,20 @@ pub enum State {
 #[derive(Debug)]
 pub struct Http {
     pub reader: RequestReader,
-    pub out: Vec<u8>,      // response bytes not yet written
-    pub close_after: bool, // close once `out` is written
-    pub failed: bool,      // closing after an error: linger, input may be unread
-    pub peer_closed: bool, // the client shut its write side
-    pub read_paused: bool, // stopped reading until `out` drains (pipelining back-pressure)
-    pub deadline: u64,     // Clock ms: 408 (mid-request) or close (idle) after this
+    pub out: Vec<u8>,               // response bytes not yet written
+    pub close_after: bool,          // close once `out` is written
+    pub failed: bool,               // closing after an error: linger, input may be unread
+    pub peer_closed: bool,          // the client shut its write side
+    pub read_paused: bool,          // stopped reading until `out` drains (pipelining back-pressure)
+    pub deadline: u64,              // Clock ms: 408 (mid-request) or close (idle) after this
+    pub awaiting: Option<Awaiting>, // a publish waiting for Redis (cluster mode)
+}
+
+/// What the response to a publish sent to Redis needs once the ids come back.
+#[derive(Debug)]
+pub struct Awaiting {
+    pub keep_alive: bool,
+    pub cors: Option<String>,
 }
 
 impl Http {
@@ -65,6 +73,7 @@ impl Http {
             peer_closed: false,
             read_paused: false,
             deadline: 0,
+            awaiting: None,
         }
     }
 }
@@ -151,8 +160,9 @@ pub enum Flushed {
 #[derive(Debug)]
 pub struct Backlog {
     chunks: VecDeque<Chunk>,
-    offset: usize, // bytes of the front chunk already written
-    limit: usize,  // more queued than this: drop the subscriber
+    offset: usize,       // bytes of the front chunk already written
+    limit: usize,        // more queued than this: drop the subscriber
+    hold: Option<usize>, // only this many front chunks may be written (replay pending)
 }
 
 #[derive(Debug, Default, Copy, Clone, PartialEq, Eq)]
@@ -163,11 +173,15 @@ pub struct Written {
 
 impl Backlog {
     pub fn new(limit: usize) -> Self {
-        Backlog { chunks: VecDeque::new(), offset: 0, limit }
+        Backlog { chunks: VecDeque::new(), offset: 0, limit, hold: None }
     }
 
     pub fn push(&mut self, chunk: Chunk) {
         self.chunks.push_back(chunk);
+    }
+
+    pub fn extend(&mut self, chunks: impl IntoIterator<Item = Chunk>) {
+        self.chunks.extend(chunks);
     }
 
     /// Queues the rest of a partly written run of frames.
@@ -198,12 +212,35 @@ impl Backlog {
         self.chunks.len()
     }
 
+    /// Writes only what is queued so far; later chunks wait for [`Backlog::release`].
+    /// Used while a replay is fetched: live events queue behind the place it goes.
+    pub fn hold(&mut self) {
+        self.hold = Some(self.chunks.len());
+    }
+
+    /// Puts `replay` where the hold was and lets everything be written.
+    pub fn release(&mut self, replay: impl IntoIterator<Item = Chunk>) {
+        let at = self.hold.take().unwrap_or(0);
+        let mut live = self.chunks.split_off(at.min(self.chunks.len()));
+        self.chunks.extend(replay);
+        self.limit += self.chunks.len();
+        self.chunks.append(&mut live);
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.hold.is_some()
+    }
+
     /// Writes queued chunks until done or the socket is full.
     pub fn flush(&mut self, sock: &mut impl Write, written: &mut Written) -> io::Result<Flushed> {
-        while !self.chunks.is_empty() {
+        loop {
+            let writable = self.hold.unwrap_or(usize::MAX).min(self.chunks.len());
+            if writable == 0 {
+                break;
+            }
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
-            for chunk in self.chunks.iter().take(MAX_IOV) {
+            for chunk in self.chunks.iter().take(MAX_IOV.min(writable)) {
                 let bytes = chunk.bytes();
                 iov[n] = IoSlice::new(if n == 0 { &bytes[self.offset..] } else { bytes });
                 n += 1;
@@ -227,9 +264,13 @@ impl Backlog {
                 if let Some(Chunk::Event(_)) = self.chunks.pop_front() {
                     written.frames += 1;
                 }
+                if let Some(hold) = &mut self.hold {
+                    *hold -= 1;
+                }
             }
         }
-        Ok(Flushed::Drained)
+        // A held backlog is not done even when empty: the replay is still to come.
+        Ok(if self.chunks.is_empty() && self.hold.is_none() { Flushed::Drained } else { Flushed::Blocked })
     }
 }
 
@@ -313,6 +354,24 @@ mod tests {
             assert_eq!(sock.got, all, "first write of {first} bytes");
             assert_eq!(written.bytes as usize, all.len() - wrote);
         }
+    }
+
+    #[test]
+    fn a_held_backlog_writes_its_head_then_the_replay_before_live_frames() {
+        let mut backlog = Backlog::new(4);
+        backlog.push(Chunk::Static(b"HEAD;"));
+        backlog.hold();
+        backlog.push(Chunk::Event(event(3)));
+        let mut sock = Tight { room: usize::MAX, got: Vec::new() };
+        let mut written = Written::default();
+        assert_eq!(backlog.flush(&mut sock, &mut written).unwrap(), Flushed::Blocked);
+        assert_eq!(sock.got, b"HEAD;");
+        backlog.release([Chunk::Event(event(1)), Chunk::Event(event(2))]);
+        assert!(!backlog.is_held());
+        assert_eq!(backlog.flush(&mut sock, &mut written).unwrap(), Flushed::Drained);
+        let want: Vec<u8> = b"HEAD;".iter().copied().chain((1..=3).flat_map(|n| event(n).frame().to_vec())).collect();
+        assert_eq!(sock.got, want);
+        assert_eq!(written.frames, 3);
     }
 
     #[test]

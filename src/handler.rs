@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::auth::authorize_publish;
-use crate::conn::{Backlog, Chunk, State, Stream, Subscriptions, write_frames};
+use crate::cluster::{Reply, Request};
+use crate::conn::{Awaiting, Backlog, Chunk, State, Stream, Subscriptions, write_frames};
 use crate::event::{Event, EventId};
 use crate::http::reader::BodyKind;
 use crate::http::{self, HttpError, Method, Progress, Route};
@@ -24,7 +25,7 @@ impl Worker {
         loop {
             let Some(conn) = self.conns.get_mut(key) else { return };
             let State::Http(http) = &mut conn.state else { return };
-            if http.close_after || http.out.len() >= OUT_HIGH_WATER {
+            if http.close_after || http.awaiting.is_some() || http.out.len() >= OUT_HIGH_WATER {
                 break;
             }
             match http.reader.advance() {
@@ -95,12 +96,19 @@ impl Worker {
             (Route::Events, Method::Get) => self.subscribe(key),
             (Route::Publish, Method::Post) => self.publish(key),
             (_, Method::Options) => self.preflight(key),
-            (Route::Healthz, _) => self.reply(key, 200, "text/plain; charset=utf-8", b"ok\n"),
+            (Route::Healthz, _) => {
+                let body: &[u8] = if self.backplane_down() { b"degraded: redis unreachable\n" } else { b"ok\n" };
+                self.reply(key, 200, "text/plain; charset=utf-8", body);
+            }
+            (Route::Readyz, _) if self.backplane_down() => {
+                self.reply(key, 503, "text/plain; charset=utf-8", b"not ready: redis unreachable\n");
+            }
             (Route::Readyz, _) => self.reply(key, 200, "text/plain; charset=utf-8", b"ready\n"),
             (Route::Metrics, _) => {
                 let globals = Globals {
                     events_published: self.shared.bus.published(),
                     max_connections: self.shared.max_connections,
+                    backplane: self.shared.cluster.as_ref().map(|c| &*c.backplane),
                 };
                 let text = metrics::render(&self.shared.stats, &globals);
                 self.reply(key, 200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes());
@@ -135,6 +143,10 @@ impl Worker {
     /// Answers with an error and closes: the bytes that follow are never read as requests.
     pub(crate) fn fail(&mut self, key: usize, error: HttpError) {
         let cors = self.cors(key);
+        self.fail_with_cors(key, error, cors);
+    }
+
+    fn fail_with_cors(&mut self, key: usize, error: HttpError, cors: Option<String>) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let peer = conn.sock.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
         log::debug!("{peer}: {error}");
@@ -173,16 +185,26 @@ impl Worker {
             Err(PublishError::MediaType) => return self.fail(key, HttpError::UnsupportedMediaType),
             Err(PublishError::Invalid(why)) => return self.fail(key, HttpError::BadRequest(why)),
         };
+        if let Some(cluster) = &self.shared.cluster {
+            // The stream assigns the ids; answer once Redis has them.
+            if !cluster.backplane.is_up() {
+                return self.fail(key, HttpError::Unavailable("the cluster backplane (Redis) is unreachable"));
+            }
+            let awaiting = Awaiting { keep_alive: request.head.keep_alive, cors: self.cors(key) };
+            let stamp = self.conns[key].stamp;
+            let sent =
+                cluster.requests.send(Request::Publish { worker: self.index, key: key as u32, stamp, publications });
+            if sent.is_err() {
+                return self.fail(key, HttpError::Unavailable("the cluster backplane is stopping"));
+            }
+            if let State::Http(http) = &mut self.conns[key].state {
+                http.awaiting = Some(awaiting);
+            }
+            return;
+        }
         let events: Vec<Event> = publications.iter().map(publish::Publication::encode).collect();
         match self.shared.bus.publish(events) {
-            Ok(ids) => {
-                let mut body = String::with_capacity(ids.len() * 24);
-                for id in ids {
-                    body.push_str(&id.to_string());
-                    body.push('\n');
-                }
-                self.reply(key, 200, "text/plain; charset=utf-8", body.as_bytes());
-            }
+            Ok(ids) => self.reply(key, 200, "text/plain; charset=utf-8", id_lines(&ids).as_bytes()),
             Err(crate::bus::Full) => self.fail(key, HttpError::Unavailable("event queues are full; retry")),
         }
     }
@@ -219,7 +241,7 @@ impl Worker {
         // Drain the inbox first: then the history holds every event a client
         // could have seen, and live delivery starts right after it.
         self.drain_inbox();
-        let (gap, replay) = self.plan_replay(&subscribe.topics, resume.as_deref());
+        let plan = self.plan_replay(&subscribe.topics, resume.as_deref());
         let mut subs = Vec::with_capacity(subscribe.topics.len());
         for name in &subscribe.topics {
             let topic = self.topics.get_or_insert(name);
@@ -236,7 +258,7 @@ impl Worker {
         if resume.is_some() {
             stats.replays.fetch_add(1, Relaxed);
         }
-        if gap.is_some() {
+        if matches!(plan, Replay::Memory(Some(_), _)) {
             stats.gaps.fetch_add(1, Relaxed);
         }
         let max_backlog = self.shared.config.max_backlog as usize;
@@ -251,46 +273,80 @@ impl Worker {
         let conn = &mut self.conns[key];
         conn.stamp = stamp; // retires the request deadline
         let mut stream = Stream { batch: 0, filtered, subs, backlog: None };
-        if gap.is_none() && replay.is_empty() {
-            match write_frames(&mut conn.sock, std::iter::once(&head[..])) {
-                Ok(n) if n == head.len() => {}
-                Ok(n) => {
-                    let mut backlog = Backlog::new(max_backlog);
-                    backlog.push(Chunk::Owned(head[n..].into()));
-                    stream.backlog = Some(Box::new(backlog));
+        match plan {
+            Replay::Memory(None, replay) if replay.is_empty() => {
+                // The common case: no backlog at all, just the head.
+                match write_frames(&mut conn.sock, std::iter::once(&head[..])) {
+                    Ok(n) if n == head.len() => {}
+                    Ok(n) => {
+                        let mut backlog = Backlog::new(max_backlog);
+                        backlog.push(Chunk::Owned(head[n..].into()));
+                        stream.backlog = Some(Box::new(backlog));
+                    }
+                    Err(_) => {
+                        conn.state = State::Stream(stream);
+                        return self.close(key);
+                    }
                 }
-                Err(_) => {
-                    conn.state = State::Stream(stream);
-                    return self.close(key);
+                conn.state = State::Stream(stream);
+            }
+            Replay::Memory(gap, replay) => {
+                let mut backlog = Backlog::new(max_backlog + replay.len() + 2);
+                backlog.push(Chunk::Owned(head.into_boxed_slice()));
+                backlog.extend(
+                    gap.map(|gap| Chunk::Static(gap.frame())).into_iter().chain(replay.into_iter().map(Chunk::Event)),
+                );
+                stream.backlog = Some(Box::new(backlog));
+                conn.state = State::Stream(stream);
+                self.flush_stream(key);
+            }
+            Replay::Stream(after) => {
+                // Older than this node's memory: the command thread reads the
+                // stream; live events queue behind the place the replay goes.
+                let mut backlog = Backlog::new(max_backlog + 2);
+                backlog.push(Chunk::Owned(head.into_boxed_slice()));
+                backlog.hold();
+                stream.backlog = Some(Box::new(backlog));
+                conn.state = State::Stream(stream);
+                let floor = self.shared.cluster.as_ref().map_or(EventId::ZERO, |c| c.backplane.floor());
+                let request = Request::Replay {
+                    worker: self.index,
+                    key: key as u32,
+                    stamp,
+                    topics: subscribe.topics,
+                    after,
+                    upto: self.fanout.last_drained().max(floor),
+                    history: self.shared.config.history,
+                };
+                if let Some(cluster) = &self.shared.cluster {
+                    if cluster.requests.send(request).is_err() {
+                        self.release_replay(key, stamp, Some(Gap::Unavailable), Vec::new());
+                    }
                 }
+                self.flush_stream(key);
             }
-            conn.state = State::Stream(stream);
-        } else {
-            let mut backlog = Backlog::new(max_backlog + replay.len() + 2);
-            backlog.push(Chunk::Owned(head.into_boxed_slice()));
-            if let Some(gap) = gap {
-                backlog.push(Chunk::Static(gap.frame()));
-            }
-            for event in replay {
-                backlog.push(Chunk::Event(event));
-            }
-            stream.backlog = Some(Box::new(backlog));
-            conn.state = State::Stream(stream);
-            self.flush_stream(key);
         }
         self.arm_heartbeat(key, stamp);
     }
 
-    /// What a resuming client gets before live events: maybe a gap notice,
-    /// then every retained event of its topics newer than its id, in order.
-    fn plan_replay(&self, topics: &[String], resume: Option<&[u8]>) -> (Option<Gap>, Vec<Arc<Event>>) {
-        let Some(raw) = resume else { return (None, Vec::new()) };
+    /// What a resuming client gets before live events.
+    ///
+    /// From memory: maybe a gap notice, then every retained event of its
+    /// topics newer than its id, in order. In cluster mode an id older than
+    /// what this node has followed is served from the stream instead, so a
+    /// client resumes on any node without a false gap.
+    fn plan_replay(&self, topics: &[String], resume: Option<&[u8]>) -> Replay {
+        let Some(raw) = resume else { return Replay::Memory(None, Vec::new()) };
         let after = EventId::parse(raw);
         let known: Vec<_> = topics.iter().filter_map(|name| self.topics.find(name)).collect();
-        let gap = match after {
-            None => Some(Gap::Unparseable),
-            Some(id) if id < self.shared.bus.boot_id() => Some(Gap::BeforeStart),
-            Some(id) => known.iter().any(|&t| self.topics.get(t).history.missed(id)).then_some(Gap::Evicted),
+        let missed = |id: EventId| known.iter().any(|&t| self.topics.get(t).history.missed(id));
+        let gap = match (after, &self.shared.cluster) {
+            (None, _) => Some(Gap::Unparseable),
+            (Some(id), Some(cluster)) if id < cluster.backplane.floor() || missed(id) => {
+                return Replay::Stream(Some(id));
+            }
+            (Some(id), None) if id < self.shared.bus.boot_id() => Some(Gap::BeforeStart),
+            (Some(id), _) => missed(id).then_some(Gap::Evicted),
         };
         let mut events: Vec<Arc<Event>> =
             known.iter().flat_map(|&t| self.topics.get(t).history.since(after).cloned()).collect();
@@ -298,6 +354,76 @@ impl Worker {
             events.sort_by_key(|e| e.id());
             events.dedup_by_key(|e| e.id());
         }
-        (gap, events)
+        Replay::Memory(gap, events)
     }
+
+    /// Answers from the cluster's command thread.
+    pub(crate) fn handle_replies(&mut self) {
+        while let Some(reply) = self.shared.bus.inbox(self.index).pop_reply() {
+            match reply {
+                Reply::Published { key, stamp, ids } => self.answer_publish(key as usize, stamp, ids),
+                Reply::Replayed { key, stamp, gap, events } => self.release_replay(key as usize, stamp, gap, events),
+            }
+        }
+    }
+
+    fn answer_publish(&mut self, key: usize, stamp: u32, ids: Option<Vec<EventId>>) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.stamp == stamp) else { return };
+        let State::Http(http) = &mut conn.state else { return };
+        let Some(awaiting) = http.awaiting.take() else { return };
+        match ids {
+            Some(ids) => {
+                let body = id_lines(&ids);
+                let keep_alive = awaiting.keep_alive && !http.close_after;
+                http::write_head(
+                    &mut http.out,
+                    200,
+                    "text/plain; charset=utf-8",
+                    body.len(),
+                    keep_alive,
+                    awaiting.cors.as_deref(),
+                );
+                http.out.extend_from_slice(body.as_bytes());
+                self.process(key); // answers what was pipelined behind it, then writes
+            }
+            None => {
+                self.fail_with_cors(key, HttpError::Unavailable("the cluster backplane (Redis) failed"), awaiting.cors)
+            }
+        }
+    }
+
+    /// Puts a replay read from the stream in front of the live events queued meanwhile.
+    fn release_replay(&mut self, key: usize, stamp: u32, gap: Option<Gap>, events: Vec<Arc<Event>>) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.stamp == stamp) else { return };
+        let State::Stream(stream) = &mut conn.state else { return };
+        let Some(backlog) = stream.backlog.as_mut().filter(|b| b.is_held()) else { return };
+        if gap.is_some() {
+            self.shared.stats[self.index].gaps.fetch_add(1, Relaxed);
+        }
+        backlog
+            .release(gap.map(|gap| Chunk::Static(gap.frame())).into_iter().chain(events.into_iter().map(Chunk::Event)));
+        self.flush_stream(key);
+    }
+
+    fn backplane_down(&self) -> bool {
+        self.shared.cluster.as_ref().is_some_and(|c| !c.backplane.is_up())
+    }
+}
+
+/// How a subscriber catches up before live events.
+enum Replay {
+    /// From this worker's history: an optional gap notice, then the events.
+    Memory(Option<Gap>, Vec<Arc<Event>>),
+    /// Cluster mode: from the Redis stream, after this id.
+    Stream(Option<EventId>),
+}
+
+/// The publish answer: one id per line.
+fn id_lines(ids: &[EventId]) -> String {
+    let mut body = String::with_capacity(ids.len() * 24);
+    for id in ids {
+        body.push_str(&id.to_string());
+        body.push('\n');
+    }
+    body
 }

@@ -12,11 +12,13 @@
 //!   what each request does, and the batch write to subscribers.
 //! - [`topics`], [`conn`], [`timer`]: per-worker state: subscriptions and history,
 //!   connections, deadlines.
+//! - [`cluster`]: cluster mode, many nodes following one Redis stream.
 //! - [`metrics`], [`config`], [`server`]: counters, flags, start and stop.
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 pub mod auth;
 pub mod bus;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod event;

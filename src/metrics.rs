@@ -55,8 +55,9 @@ impl WorkerStats {
 }
 
 /// Process-wide values that are not per worker.
-pub struct Globals {
+pub struct Globals<'a> {
     pub events_published: u64,
+    pub backplane: Option<&'a crate::cluster::Backplane>, // cluster mode
     pub max_connections: usize,
 }
 
@@ -110,6 +111,39 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
         .collect();
     let rejected: Vec<(&str, u64)> = rejected.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     metric("requests_rejected_total", "counter", "Requests refused, by status.", &rejected);
+    if let Some(backplane) = globals.backplane {
+        let load = |counter: &AtomicU64| counter.load(Relaxed);
+        metric(
+            "backplane_up",
+            "gauge",
+            "1 while the Redis stream is being followed.",
+            &[("", u64::from(backplane.is_up()))],
+        );
+        metric(
+            "backplane_reconnects_total",
+            "counter",
+            "Reconnections to Redis after a failure.",
+            &[("", load(&backplane.reconnects))],
+        );
+        metric(
+            "backplane_lag_entries",
+            "gauge",
+            "Stream entries not yet read, as last measured.",
+            &[("", load(&backplane.lag))],
+        );
+        metric(
+            "backplane_entries_read_total",
+            "counter",
+            "Stream entries read.",
+            &[("", load(&backplane.entries_read))],
+        );
+        metric(
+            "backplane_invalid_entries_total",
+            "counter",
+            "Stream entries skipped because an HTTP publish would have been refused.",
+            &[("", load(&backplane.invalid_entries))],
+        );
+    }
     out
 }
 
@@ -125,7 +159,7 @@ mod tests {
         workers[1].reject(413);
         let mut tally = Tally { frames: 5, bytes: 50 };
         workers[0].add(&mut tally);
-        let text = render(&workers, &Globals { events_published: 9, max_connections: 100 });
+        let text = render(&workers, &Globals { events_published: 9, max_connections: 100, backplane: None });
         assert!(text.contains("ssehub_connections{kind=\"subscriber\"} 7\n"), "{text}");
         assert!(text.contains("ssehub_events_published_total 9\n"));
         assert!(text.contains("ssehub_frames_written_total 5\n"));

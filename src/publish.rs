@@ -43,7 +43,7 @@ impl From<QueryError> for PublishError {
     }
 }
 
-const RETRY_INVALID: &str = "retry must be a non-negative integer (milliseconds)";
+pub(crate) const RETRY_INVALID: &str = "retry must be a non-negative integer (milliseconds)";
 const EVENT_INVALID: &str = "event must be a string without CR, LF or NUL";
 
 impl Publication {
@@ -58,7 +58,7 @@ impl Publication {
         Event::new(topics, buf)
     }
 
-    fn check(
+    pub(crate) fn check(
         topics: Vec<String>,
         data: Option<String>,
         event: Option<String>,
@@ -116,7 +116,7 @@ pub fn decode_form(body: &[u8]) -> Result<Publication, PublishError> {
 }
 
 /// Refuses a second value for a single-valued field.
-fn once<T>(slot: &Option<T>, what: &'static str) -> Result<(), PublishError> {
+pub(crate) fn once<T>(slot: &Option<T>, what: &'static str) -> Result<(), PublishError> {
     if slot.is_some() { Err(PublishError::Invalid(what)) } else { Ok(()) }
 }
 

@@ -29,6 +29,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::bus::Bus;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::conn::{Backlog, Chunk, Conn, Flushed, Http, State, Written};
 use crate::fanout::Fanout;
@@ -67,6 +68,7 @@ pub struct Shared {
     pub open: AtomicUsize, // connections open across all workers
     pub max_connections: usize,
     pub shutdown: AtomicBool,
+    pub cluster: Option<Cluster>, // cluster mode (--redis)
 }
 
 pub struct Worker {
@@ -179,6 +181,7 @@ impl Worker {
             if self.accept_pending {
                 self.accept();
             }
+            self.handle_replies();
             self.drain_inbox();
             self.fan_out();
             self.fire_deadlines();
@@ -361,6 +364,9 @@ impl Worker {
                 }
             }
         }
+        if http.awaiting.is_some() {
+            return; // the answer comes from Redis; nothing else happens before it
+        }
         if http.close_after {
             // A clean close needs no lingering unless input is left unread,
             // which closing would turn into a reset.
@@ -496,7 +502,10 @@ impl Worker {
             }
             let key = due.key as usize;
             let State::Http(http) = &self.conns[key].state else { continue };
-            if http.deadline > now {
+            if http.awaiting.is_some() {
+                // Redis answers within its own timeout; the client is not at fault.
+                self.requests.arm_at(now + self.requests.period(), due.key, due.stamp);
+            } else if http.deadline > now {
                 // Moved later since this entry was armed: one entry per connection.
                 self.requests.arm_at(http.deadline, due.key, due.stamp);
             } else if http.reader.is_idle() {

@@ -11,7 +11,10 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use std::sync::mpsc::{self, Receiver};
+
 use crate::bus::Bus;
+use crate::cluster::{self, Cluster, Request};
 use crate::config::Config;
 use crate::metrics::WorkerStats;
 use crate::reactor::{Shared, WAKER, Worker};
@@ -23,6 +26,7 @@ pub struct Server {
     shared: Arc<Shared>,
     workers: Vec<(Poll, TcpListener)>,
     local_addr: SocketAddr,
+    cluster_requests: Option<Receiver<Request>>, // handed to the command thread at start
 }
 
 /// Binds `addr` with `SO_REUSEPORT`, so every worker can own a listener on one port.
@@ -57,7 +61,17 @@ impl Server {
             "{count} workers, max {max_connections} connections (open-file limit {open_files}), history {} per topic",
             config.history
         );
+        let (cluster, cluster_requests) = match &config.redis {
+            Some(url) => {
+                redis::Client::open(url.as_str()).map_err(|e| io::Error::other(format!("--redis {url:?}: {e}")))?;
+                let (requests, receiver) = mpsc::channel();
+                log::info!("cluster mode: following stream {:?}", config.redis_stream);
+                (Some(Cluster { requests, backplane: Arc::default() }), Some(receiver))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
+            cluster,
             bus: Bus::new(wakers),
             stats: (0..count).map(|_| WorkerStats::default()).collect(),
             open: AtomicUsize::new(0),
@@ -65,7 +79,7 @@ impl Server {
             shutdown: AtomicBool::new(false),
             config,
         });
-        Ok(Server { shared, workers, local_addr })
+        Ok(Server { shared, workers, local_addr, cluster_requests })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -83,6 +97,14 @@ impl Server {
         for (index, (poll, listener)) in self.workers.into_iter().enumerate() {
             let worker = Worker::new(index, poll, listener, Arc::clone(&self.shared))?;
             threads.push(thread::Builder::new().name(format!("ssehub-worker-{index}")).spawn(move || worker.run())?);
+        }
+        if let Some(requests) = self.cluster_requests {
+            let shared = Arc::clone(&self.shared);
+            thread::Builder::new().name("ssehub-follower".into()).spawn(move || cluster::follower::run(shared))?;
+            let shared = Arc::clone(&self.shared);
+            thread::Builder::new()
+                .name("ssehub-redis".into())
+                .spawn(move || cluster::commands::run(shared, requests))?;
         }
         let mut signals =
             signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;

@@ -21,6 +21,10 @@ pub enum Gap {
     BeforeStart,
     /// History already dropped events newer than the id.
     Evicted,
+    /// Cluster mode: the Redis stream was reset (or lost), events may be missing.
+    Reset,
+    /// Cluster mode: Redis could not be read to replay what the client missed.
+    Unavailable,
 }
 
 impl Gap {
@@ -32,6 +36,8 @@ impl Gap {
             Gap::Unparseable => b"event: ssehub-gap\ndata: {\"reason\":\"unparseable-id\"}\n\n",
             Gap::BeforeStart => b"event: ssehub-gap\ndata: {\"reason\":\"before-start\"}\n\n",
             Gap::Evicted => b"event: ssehub-gap\ndata: {\"reason\":\"evicted\"}\n\n",
+            Gap::Reset => b"event: ssehub-gap\ndata: {\"reason\":\"stream-reset\"}\n\n",
+            Gap::Unavailable => b"event: ssehub-gap\ndata: {\"reason\":\"backplane-unavailable\"}\n\n",
         }
     }
 }

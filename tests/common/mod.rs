@@ -317,3 +317,113 @@ impl Subscriber {
         self.parser.reconnection_time
     }
 }
+
+/// A private `redis-server` on a free port, persistence off unless asked,
+/// stopped by pid when dropped. Needs `redis-server` on the PATH (.ci/run installs it).
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    pub dir: std::path::PathBuf,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Self::start_in(temp_dir("redis"), None, false)
+    }
+
+    /// Starts in `dir` (reusing its data) on `port` (a free one if None);
+    /// with `durable`, every write is fsynced to an append-only file first.
+    pub fn start_in(dir: std::path::PathBuf, port: Option<u16>, durable: bool) -> Redis {
+        let port = port.unwrap_or_else(free_port);
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        command.arg("--dir").arg(&dir);
+        if durable {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::null()).stdin(Stdio::null());
+        let child = command.spawn().expect("start redis-server (is it installed?)");
+        let redis = Redis { child, port, dir };
+        let deadline = Instant::now() + TIMEOUT;
+        while redis.client().get_connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not come up on {port}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("client")
+    }
+
+    /// `XADD stream * field value ...` as an application would.
+    pub fn xadd(&self, stream: &str, fields: &[(&str, &[u8])]) -> String {
+        let mut conn = self.client().get_connection().expect("connect");
+        let mut command = redis::cmd("XADD");
+        command.arg(stream).arg("*");
+        for (name, value) in fields {
+            command.arg(*name).arg(*value);
+        }
+        command.query(&mut conn).expect("xadd")
+    }
+
+    /// Kills the server (SIGKILL) and waits for it; returns its data dir and port for a restart.
+    pub fn kill(mut self) -> (std::path::PathBuf, u16) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (std::mem::take(&mut self.dir), self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A fresh directory name under the system temp dir.
+pub fn temp_dir(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ssehub-{what}-{}-{}", std::process::id(), unique()))
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+impl Server {
+    /// Starts a cluster node on `redis`, waiting until it follows the stream.
+    pub fn node(redis: &Redis, args: &[&str]) -> Server {
+        let url = redis.url();
+        let mut all = vec!["--redis", url.as_str()];
+        all.extend_from_slice(args);
+        let server = Server::start(&all);
+        server.wait_ready();
+        server
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        while status_of(&self.raw(b"GET /readyz HTTP/1.0\r\n\r\n")) != 200 {
+            assert!(Instant::now() < deadline, "node never became ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

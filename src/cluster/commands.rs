@@ -1,0 +1,170 @@
+//! The command thread: runs the Redis work workers ask for (publishes,
+//! replays from the stream) and answers through their inboxes.
+//!
+//! One connection, commands in arrival order. When Redis is unreachable it
+//! fails fast (answers within the command timeout, then refuses at once until
+//! the follower sees Redis again or half a second has passed), so a publisher
+//! gets `503` quickly and a resuming client gets a gap notice instead of waiting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use redis::{Connection, RedisResult, Value};
+
+use super::entry::{self, Entry};
+use super::{Backplane, COMMAND_TIMEOUT, Reply, Request, connect};
+use crate::event::{Event, EventId};
+use crate::publish::Publication;
+use crate::reactor::Shared;
+use crate::sse::Gap;
+
+/// Entries one range read may look at, newest first, before it stops.
+const SCAN_LIMIT: usize = 200_000;
+const PAGE: usize = 256;
+/// After a failure, how long to refuse before trying Redis again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
+
+struct Link {
+    url: String,
+    conn: Option<Connection>,
+    failed_at: Option<Instant>,
+    generation: u64, // the follower's reconnect count when `conn` was made
+}
+
+impl Link {
+    /// Runs `work` on a live connection; on any error drops the connection.
+    fn with<T>(&mut self, backplane: &Backplane, work: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Option<T> {
+        let up = backplane.is_up();
+        let generation = backplane.reconnects.load(Relaxed);
+        if generation != self.generation {
+            // Redis came back since this connection was made: it is dead, and a
+            // command on it would fail (or worse, leave its fate unknown).
+            self.conn = None;
+            self.generation = generation;
+        }
+        if self.conn.is_none() {
+            if !up && self.failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE) {
+                return None;
+            }
+            match connect(&self.url, COMMAND_TIMEOUT) {
+                Ok(conn) => self.conn = Some(conn),
+                Err(error) => {
+                    log::debug!("redis command connection: {error}");
+                    self.failed_at = Some(Instant::now());
+                    return None;
+                }
+            }
+        }
+        let conn = self.conn.as_mut()?;
+        match work(conn) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                log::debug!("redis command failed: {error}");
+                self.conn = None;
+                self.failed_at = Some(Instant::now());
+                None
+            }
+        }
+    }
+}
+
+/// Runs until every worker is gone.
+pub fn run(shared: Arc<Shared>, requests: Receiver<Request>) {
+    let Some(cluster) = &shared.cluster else { return };
+    let config = &shared.config;
+    let stream = config.redis_stream.as_str();
+    let mut link = Link { url: config.redis.clone().unwrap_or_default(), conn: None, failed_at: None, generation: 0 };
+    for request in requests {
+        let backplane = &cluster.backplane;
+        match request {
+            Request::Publish { worker, key, stamp, publications } => {
+                let ids = link.with(backplane, |conn| publish(conn, stream, config.redis_maxlen, &publications));
+                shared.bus.reply(worker, Reply::Published { key, stamp, ids });
+            }
+            Request::Replay { worker, key, stamp, topics, after, upto, history } => {
+                let (gap, events) = link
+                    .with(backplane, |conn| replay(conn, stream, &topics, after, upto, history))
+                    .unwrap_or((Some(Gap::Unavailable), Vec::new()));
+                shared.bus.reply(worker, Reply::Replayed { key, stamp, gap, events });
+            }
+        }
+    }
+}
+
+/// `XADD ... MAXLEN ~ N * field value ...` for each publication, pipelined.
+fn publish(
+    conn: &mut Connection,
+    stream: &str,
+    maxlen: u64,
+    publications: &[Publication],
+) -> RedisResult<Vec<EventId>> {
+    let mut pipe = redis::pipe();
+    for publication in publications {
+        let command = pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
+        for (name, value) in entry::fields(publication) {
+            command.arg(name).arg(value);
+        }
+    }
+    let ids: Vec<String> = pipe.query(conn)?;
+    ids.iter()
+        .map(|id| EventId::parse(id.as_bytes()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "XADD returned a bad id")))
+}
+
+/// What a client resuming from `after` missed, read newest first from `upto`
+/// down, at most `history` events per topic, then put back in order.
+fn replay(
+    conn: &mut Connection,
+    stream: &str,
+    topics: &[String],
+    after: Option<EventId>,
+    upto: EventId,
+    history: usize,
+) -> RedisResult<(Option<Gap>, Vec<Arc<Event>>)> {
+    let first: Value = redis::cmd("XRANGE").arg(stream).arg("-").arg("+").arg("COUNT").arg(1).query(conn)?;
+    let first = entry::range_entries(&first).first().and_then(Entry::event_id);
+    let gap = match (after, first) {
+        (None, _) => Some(Gap::Unparseable),
+        (Some(after), Some(first)) if after < first => Some(Gap::Evicted),
+        (Some(_), None) => Some(Gap::Evicted), // the stream is empty or gone: what it held is lost
+        _ => None,
+    };
+    let mut room: HashMap<&str, usize> = topics.iter().map(|t| (t.as_str(), history)).collect();
+    let lower = after.map_or_else(|| "-".to_string(), |after| format!("({after}"));
+    let mut upper = upto.to_string();
+    let mut kept = Vec::new();
+    let mut scanned = 0;
+    while history > 0 && scanned < SCAN_LIMIT && room.values().any(|&n| n > 0) {
+        let page: Value =
+            redis::cmd("XREVRANGE").arg(stream).arg(&upper).arg(&lower).arg("COUNT").arg(PAGE).query(conn)?;
+        let entries = entry::range_entries(&page);
+        scanned += entries.len();
+        for entry in &entries {
+            let (Some(id), Ok(publication)) = (entry.event_id(), entry.publication()) else { continue };
+            let mut wanted = false;
+            for topic in &publication.topics {
+                if let Some(left) = room.get_mut(topic.as_str()) {
+                    if *left > 0 {
+                        *left -= 1;
+                        wanted = true;
+                    }
+                }
+            }
+            if wanted {
+                let mut event = publication.encode();
+                event.set_id(id);
+                kept.push(Arc::new(event));
+            }
+        }
+        match entries.last() {
+            Some(last) if entries.len() == PAGE => upper = format!("({}", last.id),
+            _ => break,
+        }
+    }
+    kept.reverse();
+    Ok((gap, kept))
+}

@@ -1,0 +1,230 @@
+//! Stream entries: what a node reads back from Redis, checked exactly as an
+//! HTTP publish is, and what `POST /publish` writes.
+//!
+//! Schema: fields `topic` (repeatable), `data`, optional `event` and `retry`;
+//! or one field `json` holding the HTTP JSON publish object. Other fields are
+//! ignored; `id` in particular never becomes the SSE id: the entry id is.
+
+use redis::Value;
+use serde_json::Value as Json;
+
+use crate::event::{EventId, parse_u64};
+use crate::publish::{self, Publication, PublishError};
+use crate::query::add_topic;
+
+/// One entry as Redis returned it: its id and its fields in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Entry {
+    pub fn event_id(&self) -> Option<EventId> {
+        EventId::parse(self.id.as_bytes())
+    }
+
+    /// The publication this entry describes, or why it is refused.
+    pub fn publication(&self) -> Result<Publication, PublishError> {
+        if let Some((_, json)) = self.fields.iter().find(|(name, _)| name == b"json") {
+            return match serde_json::from_slice(json) {
+                Ok(Json::Object(object)) => publish::from_object(&object),
+                Ok(_) => Err(PublishError::Invalid("json must hold one publish object")),
+                Err(_) => Err(PublishError::Invalid("malformed JSON")),
+            };
+        }
+        let text = |value: &[u8]| String::from_utf8(value.to_vec()).map_err(|_| PublishError::Invalid("not UTF-8"));
+        let (mut topics, mut data, mut event, mut retry) = (Vec::new(), None, None, None);
+        for (name, value) in &self.fields {
+            match &name[..] {
+                b"topic" => add_topic(&mut topics, text(value)?)?,
+                b"data" => {
+                    publish::once(&data, "data given more than once")?;
+                    data = Some(text(value)?);
+                }
+                b"event" => {
+                    publish::once(&event, "event given more than once")?;
+                    event = Some(text(value)?);
+                }
+                b"retry" => {
+                    publish::once(&retry, "retry given more than once")?;
+                    retry = Some(parse_u64(value).ok_or(PublishError::Invalid(publish::RETRY_INVALID))?);
+                }
+                _ => {}
+            }
+        }
+        Publication::check(topics, data, event, retry)
+    }
+}
+
+/// The `XADD` field list for a publication: what [`Entry::publication`] reads back.
+pub fn fields(publication: &Publication) -> Vec<(&str, String)> {
+    let mut fields: Vec<(&str, String)> = publication.topics.iter().map(|t| ("topic", t.clone())).collect();
+    fields.push(("data", publication.data.clone()));
+    if let Some(event) = &publication.event {
+        fields.push(("event", event.clone()));
+    }
+    if let Some(retry) = publication.retry {
+        fields.push(("retry", retry.to_string()));
+    }
+    fields
+}
+
+fn bytes(value: &Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn items(value: &Value) -> Option<Vec<&Value>> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Some(items.iter().collect()),
+        Value::Map(pairs) => Some(pairs.iter().flat_map(|(k, v)| [k, v]).collect()),
+        _ => None,
+    }
+}
+
+/// `[id, [field, value, ...]]`, as `XRANGE` and `XREAD` return each entry.
+fn entry(value: &Value) -> Option<Entry> {
+    let parts = items(value)?;
+    let id = String::from_utf8(bytes(parts.first()?)?).ok()?;
+    let flat = parts.get(1).and_then(|f| items(f)).unwrap_or_default();
+    let fields = flat.chunks(2).filter_map(|pair| Some((bytes(pair.first()?)?, bytes(pair.get(1)?)?))).collect();
+    Some(Entry { id, fields })
+}
+
+/// Entries of an `XRANGE`/`XREVRANGE` reply.
+pub fn range_entries(value: &Value) -> Vec<Entry> {
+    items(value).unwrap_or_default().into_iter().filter_map(entry).collect()
+}
+
+/// Entries of an `XREAD` reply for one stream (nil, on timeout, is none).
+pub fn read_entries(value: &Value) -> Vec<Entry> {
+    let Some(streams) = items(value) else { return Vec::new() };
+    // RESP2: [[key, entries], ...]; RESP3: {key: entries}, flattened to key, entries.
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < streams.len() {
+        match items(streams[i]) {
+            Some(pair) if pair.len() == 2 && matches!(streams[i], Value::Array(_)) => {
+                out.extend(range_entries(pair[1]));
+                i += 1;
+            }
+            _ => {
+                if let Some(entries) = streams.get(i + 1) {
+                    out.extend(range_entries(entries));
+                }
+                i += 2;
+            }
+        }
+    }
+    out
+}
+
+/// What `XINFO STREAM` says about the stream's ends.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub last_generated: EventId,
+    pub first_entry: Option<EventId>,
+    pub entries_added: u64,
+}
+
+pub fn stream_info(value: &Value) -> StreamInfo {
+    let mut info = StreamInfo::default();
+    let flat = items(value).unwrap_or_default();
+    for pair in flat.chunks(2) {
+        let (Some(name), Some(value)) = (pair.first().and_then(|v| bytes(v)), pair.get(1)) else { continue };
+        match &name[..] {
+            b"last-generated-id" => {
+                info.last_generated = bytes(value).and_then(|b| EventId::parse(&b)).unwrap_or_default();
+            }
+            b"first-entry" => info.first_entry = entry(value).and_then(|e| e.event_id()),
+            b"entries-added" => info.entries_added = bytes(value).and_then(|b| parse_u64(&b)).unwrap_or(0),
+            _ => {}
+        }
+    }
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry_of(fields: &[(&str, &str)]) -> Entry {
+        Entry {
+            id: "1-0".into(),
+            fields: fields.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())).collect(),
+        }
+    }
+
+    #[test]
+    fn entries_are_checked_like_http_publishes() {
+        let ok = entry_of(&[
+            ("topic", "a"),
+            ("topic", "b"),
+            ("data", "x\ny"),
+            ("id", "666"),
+            ("event", "e"),
+            ("retry", "5"),
+        ]);
+        let publication = ok.publication().unwrap();
+        assert_eq!(publication.topics, ["a", "b"]);
+        assert_eq!(
+            (publication.data.as_str(), publication.event.as_deref(), publication.retry),
+            ("x\ny", Some("e"), Some(5))
+        );
+        let json = entry_of(&[("json", r#"{"topic":["a","b"],"data":"d","id":"ignored"}"#), ("other", "x")]);
+        assert_eq!(json.publication().unwrap().topics, ["a", "b"]);
+        for bad in [
+            entry_of(&[("data", "no topic")]),
+            entry_of(&[("topic", "a")]),
+            entry_of(&[("topic", "a"), ("data", "x"), ("event", "a\nb")]),
+            entry_of(&[("topic", "a"), ("data", "x"), ("retry", "soon")]),
+            entry_of(&[("topic", ""), ("data", "x")]),
+            entry_of(&[("topic", "a"), ("data", "x"), ("data", "y")]),
+            entry_of(&[("json", "[1]")]),
+            entry_of(&[("json", "{")]),
+        ] {
+            assert!(bad.publication().is_err(), "{bad:?}");
+        }
+        let not_utf8 = Entry {
+            id: "1-0".into(),
+            fields: vec![(b"topic".to_vec(), vec![0xff]), (b"data".to_vec(), b"x".to_vec())],
+        };
+        assert!(not_utf8.publication().is_err());
+    }
+
+    #[test]
+    fn fields_read_back_as_the_same_publication() {
+        let publication = Publication {
+            topics: vec!["a".into(), "b".into()],
+            data: "x\r\ny".into(),
+            event: Some("e".into()),
+            retry: Some(9),
+        };
+        let entry = Entry {
+            id: "1-0".into(),
+            fields: fields(&publication).into_iter().map(|(n, v)| (n.as_bytes().to_vec(), v.into_bytes())).collect(),
+        };
+        assert_eq!(entry.publication().unwrap(), publication);
+    }
+
+    #[test]
+    fn parses_xread_replies_in_resp2_and_resp3_shapes() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let one =
+            Value::Array(vec![bulk("5-1"), Value::Array(vec![bulk("topic"), bulk("t"), bulk("data"), bulk("d")])]);
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk("s"), Value::Array(vec![one.clone()])])]);
+        let resp3 = Value::Map(vec![(bulk("s"), Value::Array(vec![one]))]);
+        for reply in [resp2, resp3] {
+            let entries = read_entries(&reply);
+            assert_eq!(entries.len(), 1);
+            assert_eq!(entries[0].event_id(), Some(EventId { ms: 5, seq: 1 }));
+            assert_eq!(entries[0].publication().unwrap().data, "d");
+        }
+        assert!(read_entries(&Value::Nil).is_empty());
+    }
+}

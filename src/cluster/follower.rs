@@ -1,0 +1,182 @@
+//! The follower: one thread per node that reads the stream in order and hands
+//! every valid entry, encoded once with its stream id, to every worker.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redis::{Connection, RedisResult, Value};
+
+use super::entry::{self, Entry, StreamInfo};
+use super::{Backoff, COMMAND_TIMEOUT, connect};
+use crate::event::{Event, EventId};
+use crate::reactor::Shared;
+use crate::sse::Gap;
+
+/// How long one `XREAD` blocks: the follower checks for shutdown between reads.
+const BLOCK_MS: u64 = 500;
+/// Entries per `XREAD`.
+const PAGE: usize = 512;
+
+/// Where the follower stands after (re)connecting.
+enum Position {
+    Continue(EventId),
+    /// The stream is not the one we were reading: tell subscribers, start over.
+    Reset,
+}
+
+/// Runs until shutdown. Never gives up on Redis.
+pub fn run(shared: Arc<Shared>) {
+    let Some(cluster) = &shared.cluster else { return };
+    let backplane = &cluster.backplane;
+    let url = shared.config.redis.clone().unwrap_or_default();
+    let stream = shared.config.redis_stream.clone();
+    let mut last: Option<EventId> = None; // the last entry handed to workers
+    let mut backoff = Backoff::new();
+    let mut failed = false;
+    let mut invalid_logged = 0u64;
+    while !shared.shutdown.load(SeqCst) {
+        let connected = connect(&url, Duration::from_millis(BLOCK_MS) + COMMAND_TIMEOUT)
+            .and_then(|mut conn| position(&mut conn, &stream, last).map(|p| (conn, p)));
+        let (mut conn, position) = match connected {
+            Ok(ok) => ok,
+            Err(error) => {
+                if backplane.is_up() || !failed {
+                    log::warn!("redis backplane down: {error}");
+                }
+                backplane.set_up(false);
+                failed = true;
+                sleep_unless_shutdown(&shared, backoff.next_wait());
+                continue;
+            }
+        };
+        match position {
+            Position::Continue(id) => {
+                if last.is_none() {
+                    // First start: live from the head; older ids come from the stream.
+                    backplane.set_floor(id);
+                }
+                last = Some(id);
+            }
+            Position::Reset => {
+                log::warn!("redis stream {stream} was reset; subscribers get ssehub-gap");
+                push(&shared, Arc::new(Event::notice(Gap::Reset.frame())));
+                backplane.set_floor(EventId::ZERO);
+                last = Some(EventId::ZERO);
+            }
+        }
+        if failed {
+            backplane.reconnects.fetch_add(1, Relaxed);
+            log::warn!("redis backplane reconnected; continuing after {}", last.unwrap_or_default());
+        }
+        failed = false;
+        backoff.reset();
+        backplane.set_up(true);
+        let mut last_lag_check = Instant::now();
+        while !shared.shutdown.load(SeqCst) {
+            let from = last.unwrap_or_default();
+            let reply: RedisResult<Value> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(PAGE)
+                .arg("BLOCK")
+                .arg(BLOCK_MS)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(from.to_string())
+                .query(&mut conn);
+            let entries = match reply {
+                Ok(reply) => entry::read_entries(&reply),
+                Err(error) => {
+                    log::warn!("redis backplane down: {error}");
+                    backplane.set_up(false);
+                    failed = true;
+                    break;
+                }
+            };
+            let full_page = entries.len() == PAGE;
+            for entry in entries {
+                let Some(id) = entry.event_id() else { continue };
+                backplane.entries_read.fetch_add(1, Relaxed);
+                last = Some(id);
+                match encode(&entry, id) {
+                    Ok(event) => push(&shared, Arc::new(event)),
+                    Err(why) => {
+                        backplane.invalid_entries.fetch_add(1, Relaxed);
+                        invalid_logged += 1;
+                        if invalid_logged <= 10 || invalid_logged % 1000 == 0 {
+                            log::warn!("skipping invalid stream entry {} ({why}); {invalid_logged} so far", entry.id);
+                        }
+                    }
+                }
+            }
+            if !full_page {
+                backplane.lag.store(0, Relaxed);
+            } else if last_lag_check.elapsed() >= Duration::from_secs(1) {
+                last_lag_check = Instant::now();
+                if let Ok(behind) = count_after(&mut conn, &stream, last.unwrap_or_default()) {
+                    backplane.lag.store(behind, Relaxed);
+                }
+            }
+        }
+    }
+}
+
+fn encode(entry: &Entry, id: EventId) -> Result<Event, crate::publish::PublishError> {
+    let mut event = entry.publication()?.encode();
+    event.set_id(id);
+    Ok(event)
+}
+
+/// Hands an event to the workers, waiting while their queues are full.
+fn push(shared: &Shared, event: Arc<Event>) {
+    while shared.bus.push_sequenced(Arc::clone(&event)).is_err() {
+        if shared.shutdown.load(SeqCst) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn sleep_unless_shutdown(shared: &Shared, wait: Duration) {
+    let until = Instant::now() + wait;
+    while Instant::now() < until && !shared.shutdown.load(SeqCst) {
+        thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// Decides where to read from after (re)connecting.
+fn position(conn: &mut Connection, stream: &str, last: Option<EventId>) -> RedisResult<Position> {
+    let info: Option<StreamInfo> = match redis::cmd("XINFO").arg("STREAM").arg(stream).query::<Value>(conn) {
+        Ok(value) => Some(entry::stream_info(&value)),
+        Err(error) if error.to_string().contains("no such key") => None,
+        Err(error) => return Err(error),
+    };
+    Ok(match (last, info) {
+        // First start: from the head (or the beginning of a stream yet to be created).
+        (None, Some(info)) => Position::Continue(info.last_generated),
+        (None, None) => Position::Continue(EventId::ZERO),
+        // Nothing read yet: everything in the stream is new.
+        (Some(EventId::ZERO), _) => Position::Continue(EventId::ZERO),
+        // The stream vanished (Redis lost its data): ids start over.
+        (Some(_), None) => Position::Reset,
+        (Some(last), Some(info)) => {
+            if info.last_generated < last {
+                Position::Reset // recreated: its head is behind what we read
+            } else if info.first_entry.is_some_and(|first| first <= last)
+                || (info.first_entry.is_none() && info.last_generated == last)
+            {
+                Position::Continue(last)
+            } else {
+                Position::Reset // what followed our last id may have been trimmed away
+            }
+        }
+    })
+}
+
+/// Entries after `id`, counted up to a cap: the lag behind the head.
+fn count_after(conn: &mut Connection, stream: &str, id: EventId) -> RedisResult<u64> {
+    let reply: Value =
+        redis::cmd("XRANGE").arg(stream).arg(format!("({id}")).arg("+").arg("COUNT").arg(10_000).query(conn)?;
+    Ok(entry::range_entries(&reply).len() as u64)
+}
