@@ -186,3 +186,105 @@ fn applications_can_xadd_directly_and_hostile_entries_are_skipped() {
     assert_eq!(sub.reconnection_time(), Some(100));
     assert_eq!(node.metric("ssehub_backplane_invalid_entries_total"), 7);
 }
+
+/// nginx running `tests/nginx/ssehub-cluster.conf` in front of two nodes.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start(a: &Server, b: &Server) -> Nginx {
+        let port = common::free_port();
+        let dir = common::temp_dir("nginx");
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let site = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nginx/ssehub-cluster.conf"))
+            .unwrap()
+            .replace("127.0.0.1:8080", &a.addr.to_string())
+            .replace("127.0.0.1:8081", &b.addr.to_string())
+            .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+        std::fs::write(dir.join("site.conf"), site).unwrap();
+        let main = format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
+             events {{ worker_connections 1024; }}\nhttp {{ access_log off; client_body_temp_path {d}; \
+             proxy_temp_path {d}; include {d}/site.conf; }}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), main).unwrap();
+        let nginx =
+            ["/usr/sbin/nginx", "nginx"].into_iter().find(|p| std::process::Command::new(p).arg("-v").output().is_ok());
+        let nginx = nginx.expect("nginx not found: apt-get install nginx-light");
+        let child = std::process::Command::new(nginx)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let deadline = std::time::Instant::now() + common::TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nginx did not come up");
+            thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Nginx { child, port, dir }
+    }
+
+    fn front(&self) -> common::Remote {
+        common::Remote { addr: ([127, 0, 0, 1], self.port).into() }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master must take its worker down with it.
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn behind_nginx_any_node_serves_and_a_dead_node_costs_nothing() {
+    let redis = Redis::start();
+    let mut a = Server::node(&redis, &[]);
+    let b = Server::node(&redis, &[]);
+    let nginx = Nginx::start(&a, &b);
+    let front = nginx.front();
+    // Subscribers land on both nodes (round robin); all get what is published through nginx.
+    let mut subs: Vec<Subscriber> = (0..4).map(|_| front.subscribe_http10("topic=n", "")).collect();
+    assert!(subs.iter().all(|s| s.status() == 200));
+    let id = front.publish("topic=n&data=through-nginx");
+    for sub in &mut subs {
+        assert_eq!(sub.next_event().last_event_id, id[0]);
+    }
+    // A node dies: its subscribers' streams end; reconnecting through nginx
+    // with their last id, they land on the live node and lose nothing.
+    a.signal_and_wait(libc::SIGKILL);
+    for i in 0..3 {
+        front.publish(&format!("topic=n&data={i}"));
+    }
+    front.publish("topic=n&data=end");
+    let mut resumed = 0;
+    for sub in &mut subs {
+        let mut last = id[0].clone();
+        let mut got = Vec::new();
+        while got.last().is_none_or(|d| d != "end") {
+            match sub.try_next_event() {
+                Some(event) => {
+                    last = event.last_event_id.clone();
+                    got.push(event.data);
+                }
+                None => {
+                    resumed += 1;
+                    *sub = front.subscribe_http10("topic=n", &format!("Last-Event-ID: {last}\r\n"));
+                }
+            }
+        }
+        assert_eq!(got, ["0", "1", "2", "end"], "no loss, no duplicate");
+    }
+    assert!(resumed >= 1, "some subscribers were on the dead node");
+    drop(b);
+}

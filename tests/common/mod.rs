@@ -63,18 +63,18 @@ impl Server {
         self.child.id()
     }
 
+    /// The client side of this server.
+    pub fn remote(&self) -> Remote {
+        Remote { addr: self.addr }
+    }
+
     pub fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-        stream.set_nodelay(true).expect("nodelay");
-        stream
+        self.remote().connect()
     }
 
     /// Sends raw bytes on a new connection and reads until the server closes.
     pub fn raw(&self, request: &[u8]) -> String {
-        let mut stream = self.connect();
-        stream.write_all(request).expect("send");
-        read_to_close(&mut stream)
+        self.remote().raw(request)
     }
 
     /// `POST /publish` with a body; returns (status, body).
@@ -93,14 +93,12 @@ impl Server {
     }
 
     pub fn subscribe(&self, query: &str) -> Subscriber {
-        self.subscribe_with(query, "")
+        self.remote().subscribe_with(query, "")
     }
 
     /// Subscribes with extra request header lines (each ending in CRLF).
     pub fn subscribe_with(&self, query: &str, headers: &str) -> Subscriber {
-        let mut stream = self.connect();
-        write!(stream, "GET /events?{query} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").expect("send");
-        Subscriber::read_head(stream)
+        self.remote().subscribe_with(query, headers)
     }
 
     /// One metric's value from `/metrics` (the sample line starting with `name`).
@@ -149,20 +147,51 @@ impl Drop for Server {
     }
 }
 
-/// Publishing to a server owned elsewhere (e.g. from another thread).
+/// A client of a server owned elsewhere (another thread, a proxy in front).
 pub struct Remote {
     pub addr: SocketAddr,
 }
 
 impl Remote {
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+    }
+
+    /// Sends raw bytes on a new connection and reads until the server closes.
+    pub fn raw(&self, request: &[u8]) -> String {
+        let mut stream = self.connect();
+        stream.write_all(request).expect("send");
+        read_to_close(&mut stream)
+    }
+
+    pub fn subscribe(&self, query: &str) -> Subscriber {
+        self.subscribe_with(query, "")
+    }
+
+    /// Subscribes with extra request header lines (each ending in CRLF).
+    pub fn subscribe_with(&self, query: &str, headers: &str) -> Subscriber {
+        let mut stream = self.connect();
+        write!(stream, "GET /events?{query} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").expect("send");
+        Subscriber::read_head(stream)
+    }
+
+    /// Subscribes as an HTTP/1.0 client: through a proxy, the stream then
+    /// stays close-delimited (no chunked framing) and ends with the connection.
+    pub fn subscribe_http10(&self, query: &str, headers: &str) -> Subscriber {
+        let mut stream = self.connect();
+        write!(stream, "GET /events?{query} HTTP/1.0\r\n{headers}\r\n").expect("send");
+        Subscriber::read_head(stream)
+    }
+
     pub fn publish(&self, form: &str) -> Vec<String> {
         let request = format!(
             "POST /publish HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
             form.len()
         );
-        let mut stream = TcpStream::connect(self.addr).expect("connect");
-        stream.write_all(request.as_bytes()).expect("send");
-        let response = read_to_close(&mut stream);
+        let response = self.raw(request.as_bytes());
         assert_eq!(status_of(&response), 200, "{response}");
         body_of(&response).lines().map(str::to_owned).collect()
     }
@@ -288,6 +317,18 @@ impl Subscriber {
                 return event;
             }
             assert!(self.read_more(), "stream closed while waiting for an event");
+        }
+    }
+
+    /// The next event, or None once the stream has ended.
+    pub fn try_next_event(&mut self) -> Option<ParsedEvent> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(event);
+            }
+            if !self.read_more() {
+                return None;
+            }
         }
     }
 

@@ -288,7 +288,10 @@ fn run_thread(j: usize, setup: &PubSetup, shared: &Shared, start_ns: u64) -> Thr
         let event = i;
         i += 1;
         if let Some(end) = end_ns {
-            if due.unwrap_or_else(sys::now_ns) >= end {
+            // Past the publishing time, stop, even when behind schedule: a
+            // stalled server must not make the publisher work through every
+            // event still scheduled, each up to a request timeout.
+            if due.unwrap_or(0).max(sys::now_ns()) >= end {
                 break;
             }
         }
@@ -535,6 +538,24 @@ mod tests {
         assert_eq!(r.ok, 0);
         assert_eq!(r.errors.summary(), "http_503=3");
         assert_eq!(s.published[0].load(Relaxed), 0);
+    }
+
+    #[test]
+    fn paced_publisher_stops_at_the_end_of_its_time_when_the_server_stalls() {
+        // Never accepted, never answered (the backlog takes the connection):
+        // every publish times out.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut s = setup(l.local_addr().unwrap(), 0);
+        s.max_events = None;
+        s.pace = Pace::Rate(10.0);
+        s.duration = Some(Duration::from_millis(300));
+        s.timeout = Duration::from_millis(500);
+        let t0 = std::time::Instant::now();
+        let r = Publisher::start(Arc::new(s), sys::now_ns()).unwrap().join();
+        // Event 0 times out at 0.5 s, after the 0.3 s of publishing: events
+        // 1 and 2 (due at 0.1 s and 0.2 s) are not attempted.
+        assert_eq!((r.attempted, r.ok), (1, 0), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_millis(1200), "{:?}", t0.elapsed());
     }
 
     #[test]
