@@ -47,6 +47,9 @@ const HOUSEKEEPING_NS: u64 = 20_000_000;
 /// What every worker needs to know, shared read-only.
 pub struct SubSetup {
     pub addr: SocketAddr,
+    /// More servers to spread subscribers over (subscriber `id` uses
+    /// `[addr, spread...][id % (1 + len)]`): the nodes of a cluster.
+    pub spread: Vec<SocketAddr>,
     pub host: String,
     pub path: Template,
     /// Topic index → name; the broadcast topic, if any, is the last one.
@@ -616,13 +619,17 @@ impl Worker {
 /// Creates a non-blocking socket, binds the subscriber's source address if
 /// configured, and starts connecting.
 fn open_socket(setup: &SubSetup, id: u64) -> io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(setup.addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+    let server = match (id % (1 + setup.spread.len() as u64)) as usize {
+        0 => setup.addr,
+        k => setup.spread[k - 1],
+    };
+    let sock = Socket::new(Domain::for_address(server), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
     if !setup.source_ips.is_empty() {
         let ip = setup.source_ips[(id % setup.source_ips.len() as u64) as usize];
         sys::set_bind_address_no_port(&sock)?;
         sock.bind(&SocketAddr::new(ip, 0).into())?;
     }
-    match sock.connect(&setup.addr.into()) {
+    match sock.connect(&server.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
@@ -803,6 +810,7 @@ mod tests {
     fn setup(addr: SocketAddr, published: u64) -> Arc<SubSetup> {
         Arc::new(SubSetup {
             addr,
+            spread: Vec::new(),
             host: addr.to_string(),
             path: Template::parse("/events?topic={topic}"),
             topic_names: Arc::new(vec!["t0".into()]),

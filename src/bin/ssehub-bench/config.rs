@@ -50,6 +50,8 @@ pub struct Config {
     pub sample_every_s: f64,
     pub server_pids: Vec<u32>,
     pub nofile_limit: u64,
+    /// More subscribe servers, round robin with `sub` (cluster nodes).
+    pub spread: Vec<std::net::SocketAddr>,
     #[serde(skip)]
     pub sub: UrlTemplate,
     #[serde(skip)]
@@ -185,6 +187,7 @@ impl Config {
         }
 
         Ok(Config {
+            spread: a.sub_spread.clone(),
             scenario: s,
             preset: preset.name.to_string(),
             sub_url,

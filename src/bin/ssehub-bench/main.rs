@@ -102,6 +102,10 @@ pub struct RunArgs {
     /// Subscribe URL template ({topic}, {broadcast}).
     #[arg(long, value_name = "URL")]
     pub sub_url: Option<String>,
+    /// More servers (HOST:PORT, repeatable) to spread subscribers over, round
+    /// robin with the subscribe URL's own: the nodes of a cluster.
+    #[arg(long = "sub-spread", value_name = "ADDR")]
+    pub sub_spread: Vec<std::net::SocketAddr>,
     /// Publish URL template ({topic}).
     #[arg(long, value_name = "URL")]
     pub pub_url: Option<String>,

@@ -210,6 +210,7 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
     let threads = cfg.threads;
     let setup = Arc::new(SubSetup {
         addr: cfg.sub.addr,
+        spread: cfg.spread.clone(),
         host: cfg.sub.host.clone(),
         path: cfg.sub.path.clone(),
         topic_names: Arc::clone(&names),
