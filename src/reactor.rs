@@ -253,9 +253,8 @@ impl Worker {
         self.accept_pending = true;
     }
 
+    /// Registers an accepted socket (`TCP_NODELAY` is inherited from the listener).
     fn admit_connection(&mut self, mut sock: mio::net::TcpStream, loopback: bool) {
-        // Small frames must leave at once, not wait for the previous one's ACK.
-        let _ = sock.set_nodelay(true);
         let open = self.shared.open.fetch_add(1, Relaxed) + 1;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
