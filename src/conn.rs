@@ -21,6 +21,7 @@ use mio::net::TcpStream;
 
 use crate::event::Event;
 use crate::http::{Limits, RequestReader};
+use crate::metrics::Tally;
 use crate::topics::TopicId;
 
 /// Most frames handed to one `writev`.
@@ -165,12 +166,6 @@ pub struct Backlog {
     hold: Option<usize>, // only this many front chunks may be written (replay pending)
 }
 
-#[derive(Debug, Default, Copy, Clone, PartialEq, Eq)]
-pub struct Written {
-    pub frames: u64, // event frames completed
-    pub bytes: u64,
-}
-
 impl Backlog {
     pub fn new(limit: usize) -> Self {
         Backlog { chunks: VecDeque::new(), offset: 0, limit, hold: None }
@@ -232,7 +227,7 @@ impl Backlog {
     }
 
     /// Writes queued chunks until done or the socket is full.
-    pub fn flush(&mut self, sock: &mut impl Write, written: &mut Written) -> io::Result<Flushed> {
+    pub fn flush(&mut self, sock: &mut impl Write, written: &mut Tally) -> io::Result<Flushed> {
         loop {
             let writable = self.hold.unwrap_or(usize::MAX).min(self.chunks.len());
             if writable == 0 {
@@ -252,6 +247,7 @@ impl Backlog {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            written.writes += 1;
             written.bytes += wrote as u64;
             while let Some(front) = self.chunks.front() {
                 let left = front.bytes().len() - self.offset;
@@ -343,7 +339,7 @@ mod tests {
             let wrote = write_frames(&mut sock, events.iter().map(|e| e.frame())).unwrap();
             let mut backlog = Backlog::new(10);
             backlog.push_rest(events.iter(), wrote);
-            let mut written = Written::default();
+            let mut written = Tally::default();
             for step in [3, 0, 7, usize::MAX] {
                 sock.room = step;
                 if backlog.flush(&mut sock, &mut written).unwrap() == Flushed::Drained {
@@ -363,7 +359,7 @@ mod tests {
         backlog.hold();
         backlog.push(Chunk::Event(event(3)));
         let mut sock = Tight { room: usize::MAX, got: Vec::new() };
-        let mut written = Written::default();
+        let mut written = Tally::default();
         assert_eq!(backlog.flush(&mut sock, &mut written).unwrap(), Flushed::Blocked);
         assert_eq!(sock.got, b"HEAD;");
         backlog.release([Chunk::Event(event(1)), Chunk::Event(event(2))]);

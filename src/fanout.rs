@@ -30,7 +30,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::conn::{Backlog, Chunk, Conn, Flushed, MAX_IOV, State, Stream, Written, write_frames};
+use crate::conn::{Backlog, Chunk, Conn, Flushed, MAX_IOV, State, Stream, write_frames};
 use crate::event::{Event, EventId};
 use crate::metrics::Tally;
 use crate::reactor::{Closing, Worker};
@@ -219,6 +219,7 @@ pub fn deliver(
     let count = mask.count_ones() as u64;
     let total: usize = events.clone().map(|e| e.frame().len()).sum();
     let wrote = write_frames(sock, events.clone().map(|e| e.frame())).map_err(|_| Closing::WriteError)?;
+    tally.writes += 1;
     tally.bytes += wrote as u64;
     if wrote == total {
         tally.frames += count;
@@ -228,10 +229,7 @@ pub fn deliver(
     let mut backlog = Backlog::new(max_backlog);
     backlog.push_rest(events, wrote);
     tally.frames += count - backlog.len() as u64;
-    let mut written = Written::default();
-    let flushed = backlog.flush(sock, &mut written).map_err(|_| Closing::WriteError)?;
-    tally.frames += written.frames;
-    tally.bytes += written.bytes;
+    let flushed = backlog.flush(sock, tally).map_err(|_| Closing::WriteError)?;
     if flushed == Flushed::Blocked {
         stream.backlog = Some(Box::new(backlog));
     }

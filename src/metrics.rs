@@ -22,6 +22,7 @@ pub struct WorkerStats {
     pub http: AtomicU64,           // gauge: connections reading requests or answering them
     pub frames_written: AtomicU64, // event frames fully handed to the kernel
     pub bytes_written: AtomicU64,  // every byte written to subscribers
+    pub write_calls: AtomicU64,    // write/writev system calls to subscribers: frames per call is the batching
     pub replays: AtomicU64,        // subscriptions that replayed history
     pub gaps: AtomicU64,           // ssehub-gap events sent
     pub slow_consumers: AtomicU64, // subscribers dropped for falling behind
@@ -31,11 +32,13 @@ pub struct WorkerStats {
     pub accept_errors: AtomicU64, // EMFILE and friends
 }
 
-/// What one loop turn counted, added to [`WorkerStats`] in one go.
-#[derive(Debug, Default)]
+/// Writes to subscribers counted locally (per loop turn, or per flush) and
+/// added to [`WorkerStats`] in one go.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
-    pub frames: u64,
+    pub frames: u64, // event frames completed
     pub bytes: u64,
+    pub writes: u64, // system calls
 }
 
 impl WorkerStats {
@@ -49,6 +52,9 @@ impl WorkerStats {
         }
         if tally.bytes > 0 {
             self.bytes_written.fetch_add(tally.bytes, Relaxed);
+        }
+        if tally.writes > 0 {
+            self.write_calls.fetch_add(tally.writes, Relaxed);
         }
         *tally = Tally::default();
     }
@@ -85,6 +91,12 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
         &[("", sum(|w| &w.frames_written))],
     );
     metric("bytes_written_total", "counter", "Bytes written to subscribers.", &[("", sum(|w| &w.bytes_written))]);
+    metric(
+        "write_calls_total",
+        "counter",
+        "write/writev calls to subscribers (frames per call shows the batching).",
+        &[("", sum(|w| &w.write_calls))],
+    );
     metric("replays_total", "counter", "Subscriptions that resumed from Last-Event-ID.", &[("", sum(|w| &w.replays))]);
     metric("gaps_total", "counter", "ssehub-gap events sent to resuming subscribers.", &[("", sum(|w| &w.gaps))]);
     metric("heartbeats_total", "counter", "Heartbeat comments written.", &[("", sum(|w| &w.heartbeats))]);
@@ -157,7 +169,7 @@ mod tests {
         workers[0].subscribers.store(3, Relaxed);
         workers[1].subscribers.store(4, Relaxed);
         workers[1].reject(413);
-        let mut tally = Tally { frames: 5, bytes: 50 };
+        let mut tally = Tally { frames: 5, bytes: 50, writes: 2 };
         workers[0].add(&mut tally);
         let text = render(&workers, &Globals { events_published: 9, max_connections: 100, backplane: None });
         assert!(text.contains("ssehub_connections{kind=\"subscriber\"} 7\n"), "{text}");

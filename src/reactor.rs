@@ -31,7 +31,7 @@ use slab::Slab;
 use crate::bus::Bus;
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::conn::{Backlog, Chunk, Conn, Flushed, Http, State, Written};
+use crate::conn::{Backlog, Chunk, Conn, Flushed, Http, State};
 use crate::fanout::Fanout;
 use crate::http::{HttpError, Limits};
 use crate::metrics::{Tally, WorkerStats};
@@ -439,10 +439,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let State::Stream(stream) = &mut conn.state else { return };
         let Some(backlog) = &mut stream.backlog else { return };
-        let mut written = Written::default();
-        let result = backlog.flush(&mut conn.sock, &mut written);
-        self.tally.frames += written.frames;
-        self.tally.bytes += written.bytes;
+        let result = backlog.flush(&mut conn.sock, &mut self.tally);
         match result {
             Ok(Flushed::Blocked) => {}
             Ok(Flushed::Drained) => {
@@ -466,6 +463,7 @@ impl Worker {
         }
         match crate::conn::write_frames(&mut conn.sock, std::iter::once(sse::HEARTBEAT)) {
             Ok(n) => {
+                self.tally.writes += 1;
                 self.tally.bytes += n as u64;
                 self.shared.stats[self.index].heartbeats.fetch_add(1, Relaxed);
                 if n < sse::HEARTBEAT.len() {
