@@ -16,7 +16,6 @@ ssehub-bench reports, meta.json and summary.md / summary.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import shutil
 import statistics
@@ -134,9 +133,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M%S")
-    out = args.out or compare.RESULTS / f"cluster-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = compare.results_dir("cluster", args.out)
     commands: list[str] = []
     results: dict[tuple[str, str], list[dict]] = {}
     with redis_server() as redis:

@@ -262,6 +262,14 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
+def results_dir(name: str, given: Path | None) -> Path:
+    """OUT for a benchmark script: `given`, or benches/results/<name>-<UTC date-time>; created."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M%S")
+    out = given or RESULTS / f"{name}-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 

@@ -16,7 +16,6 @@ Usage: benches/leak.py [--cycles 20] [--subscribers 10000] [--out DIR]
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import subprocess
 import sys
@@ -46,9 +45,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M%S")
-    out = args.out or compare.RESULTS / f"leak-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = compare.results_dir("leak", args.out)
     server = subprocess.Popen([str(compare.SSEHUB), "--listen", f"127.0.0.1:{PORT}", "--log", "warn"],
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
