@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,7 +51,14 @@ def main() -> None:
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         server.stdout.readline()  # "listening on ..."
-        base_rss, base_fds = rss_kib(server.pid), fds(server.pid)
+        # The signal thread opens its descriptors just after the address line:
+        # take the baseline once the server answers and its count holds still.
+        urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=5).read()
+        counts = [fds(server.pid)]
+        while len(counts) < 5 or len(set(counts[-5:])) > 1:
+            time.sleep(0.02)
+            counts.append(fds(server.pid))
+        base_rss, base_fds = rss_kib(server.pid), counts[-1]
         rows = [{"cycle": 0, "rss_kib": base_rss, "fds": base_fds, "ok": True, "settle_s": 0.0}]
         print(f"baseline: RSS {base_rss} KiB, {base_fds} descriptors", file=sys.stderr)
         for cycle in range(1, args.cycles + 1):

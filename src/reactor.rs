@@ -538,10 +538,12 @@ impl Worker {
         let stats = &self.shared.stats[self.index];
         match conn.state {
             State::Stream(stream) => {
-                stats.subscribers.fetch_sub(1, Relaxed);
+                let live = stats.subscribers.fetch_sub(1, Relaxed) as usize - 1;
                 if stream.filtered {
                     self.fanout.forget(key as u32);
                 }
+                let conns = &self.conns;
+                self.heartbeats.compact(live, |d| conns.get(d.key as usize).is_some_and(|c| c.stamp == d.stamp));
                 for (topic, pos) in stream.subs.iter() {
                     if let Some(moved) = self.topics.unsubscribe(topic, pos) {
                         if let Some(Conn { state: State::Stream(other), .. }) = self.conns.get_mut(moved as usize) {

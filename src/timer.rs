@@ -88,6 +88,20 @@ impl DeadlineQueue {
         self.entries.len()
     }
 
+    /// Drops entries that no longer count, once they outnumber the live ones:
+    /// connections that come and go faster than the period would otherwise
+    /// leave a period's worth of stale entries behind.
+    pub fn compact(&mut self, live: usize, still_valid: impl FnMut(&Deadline) -> bool) {
+        if self.entries.len() <= 2 * live + 1024 {
+            return;
+        }
+        let mut still_valid = still_valid;
+        self.entries.retain(|d| still_valid(&d.0));
+        if self.entries.capacity() > 4 * self.entries.len() + 1024 {
+            self.entries.shrink_to_fit();
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -111,6 +125,19 @@ mod tests {
         assert_eq!(queue.pop_due(499), None);
         assert_eq!(queue.pop_due(500).map(|d| d.key), Some(3));
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn compaction_keeps_only_valid_entries_once_stale_ones_dominate() {
+        let mut queue = DeadlineQueue::new(Duration::from_millis(100));
+        for key in 0..3000 {
+            queue.arm(0, key, 0);
+        }
+        queue.compact(2000, |d| d.key < 10);
+        assert_eq!(queue.len(), 3000, "not worth it yet");
+        queue.compact(10, |d| d.key < 10);
+        assert_eq!(queue.len(), 10);
+        assert_eq!(queue.pop_due(100).map(|d| d.key), Some(0));
     }
 
     #[test]
