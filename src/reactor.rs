@@ -256,6 +256,7 @@ impl Worker {
     /// Registers an accepted socket (`TCP_NODELAY` is inherited from the listener).
     fn admit_connection(&mut self, mut sock: mio::net::TcpStream, loopback: bool) {
         let open = self.shared.open.fetch_add(1, Relaxed) + 1;
+        let stamp = self.new_stamp();
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE) {
@@ -263,8 +264,6 @@ impl Worker {
             self.shared.open.fetch_sub(1, Relaxed);
             return;
         }
-        self.next_stamp = self.next_stamp.wrapping_add(1);
-        let stamp = self.next_stamp;
         let over_limit = open > self.shared.max_connections;
         if over_limit {
             self.shared.stats[self.index].over_limit.fetch_add(1, Relaxed);
