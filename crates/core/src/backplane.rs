@@ -1,0 +1,116 @@
+//! The seam between a node and what orders its events.
+//!
+//! Standalone, the in-process sequencer orders events and answers at once;
+//! in cluster mode a shared log (a Redis stream) orders them and answers
+//! later. Both sit behind [`Backplane`]; what a worker asks and what comes
+//! back are the neutral [`Origin`], [`Submitted`] and [`Reply`] types, so a
+//! third implementation (an on-disk log) needs no change to the workers.
+
+use std::sync::Arc;
+
+use ssehub_protocol::EventId;
+use ssehub_protocol::publish::Publication;
+
+use crate::event::Event;
+use crate::history::Gap;
+
+/// The connection a request came from, so its answer finds it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The worker that owns the connection (and whose inbox gets the reply).
+    pub worker: usize,
+    /// The connection's slot in that worker.
+    pub key: u32,
+    /// The connection's stamp: a reply for a closed and reused slot is dropped.
+    pub stamp: u32,
+}
+
+/// Why a publish was not applied.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PublishFailure {
+    /// Nothing of the request was or will be published (503, retry later).
+    Unavailable(&'static str),
+}
+
+/// What [`Backplane::publish`] did with a request.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Ordered now: the ids, in request order.
+    Published(Vec<EventId>),
+    /// The answer will come as a [`Reply::Published`] to the origin's worker.
+    Pending,
+    /// Refused now.
+    Failed(PublishFailure),
+}
+
+/// How a resuming subscriber catches up.
+#[derive(Debug)]
+pub enum Catchup {
+    /// From this node's memory, after an optional gap notice.
+    Memory(Option<Gap>),
+    /// From the backplane's log: ask [`Backplane::replay`], live events wait behind it.
+    Log,
+}
+
+/// A resume the backplane's log must serve.
+#[derive(Debug)]
+pub struct ReplayRequest {
+    /// The subscriber's topics.
+    pub topics: Vec<String>,
+    /// Replay events after this id (`None`: the id was unparseable).
+    pub after: Option<EventId>,
+    /// ... up to and including this one (newer ones arrive live).
+    pub upto: EventId,
+    /// At most this many events per topic, the newest.
+    pub history: usize,
+}
+
+/// An answer from the backplane to the worker that asked.
+#[derive(Debug)]
+pub enum Reply {
+    /// The outcome of a [`Submitted::Pending`] publish.
+    Published {
+        /// The connection that published.
+        key: u32,
+        /// Its stamp when it asked.
+        stamp: u32,
+        /// The ids, or why nothing was published.
+        outcome: Result<Vec<EventId>, PublishFailure>,
+    },
+    /// The events a [`Catchup::Log`] resume missed.
+    Replayed {
+        /// The subscriber.
+        key: u32,
+        /// Its stamp when it asked.
+        stamp: u32,
+        /// A gap notice to send first, if events may be missing.
+        gap: Option<Gap>,
+        /// The events, in id order.
+        events: Vec<Arc<Event>>,
+    },
+}
+
+/// What orders a node's events: see the module documentation.
+pub trait Backplane: Send + Sync {
+    /// Publishes every publication, in order, all or nothing.
+    fn publish(&self, origin: Origin, publications: Vec<Publication>) -> Submitted;
+
+    /// Where a subscriber resuming after `after` catches up from. `missed` is
+    /// true when this node's memory dropped events newer than `after`.
+    fn catchup(&self, after: Option<EventId>, missed: bool) -> Catchup;
+
+    /// Serves a [`Catchup::Log`] resume; the answer comes as a [`Reply::Replayed`].
+    /// Returns false if the request could not even be queued.
+    fn replay(&self, origin: Origin, request: ReplayRequest) -> bool;
+
+    /// The newest id a [`Catchup::Log`] replay must reach: everything after
+    /// it arrives live.
+    fn replay_upto(&self, last_accepted: EventId) -> EventId {
+        last_accepted
+    }
+
+    /// False while the backplane cannot order events (publishes get 503).
+    fn is_up(&self) -> bool {
+        true
+    }
+}

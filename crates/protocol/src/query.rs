@@ -1,0 +1,112 @@
+//! The subscribe query, `GET /events?topic=T[&topic=T2...][&lastEventId=ID]`,
+//! decoded as browsers encode it.
+
+use std::fmt;
+
+use crate::form::{self, FormError};
+use crate::topic::{TopicError, add_topic};
+
+/// Why a subscribe query is refused (400).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum QueryError {
+    /// A component could not be decoded.
+    Form(FormError),
+    /// The topics are missing, invalid or too many.
+    Topic(TopicError),
+}
+
+impl QueryError {
+    /// One line for a response body and the log.
+    pub fn detail(self) -> &'static str {
+        match self {
+            QueryError::Form(error) => error.detail(),
+            QueryError::Topic(error) => error.detail(),
+        }
+    }
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.detail())
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+impl From<FormError> for QueryError {
+    fn from(error: FormError) -> Self {
+        QueryError::Form(error)
+    }
+}
+
+impl From<TopicError> for QueryError {
+    fn from(error: TopicError) -> Self {
+        QueryError::Topic(error)
+    }
+}
+
+/// What a subscribe query asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Distinct topics, in the order given.
+    pub topics: Vec<String>,
+    /// The decoded `lastEventId`, for clients that cannot set headers.
+    pub last_event_id: Option<Vec<u8>>,
+}
+
+/// Parses a subscribe query. Unknown parameters (cache busters) are ignored.
+pub fn parse_subscribe(query: &[u8]) -> Result<Subscribe, QueryError> {
+    let mut subscribe = Subscribe::default();
+    for (name, value) in form::pairs(query) {
+        match &form::decode_bytes(name)?[..] {
+            b"topic" => add_topic(&mut subscribe.topics, form::decode_text(value)?)?,
+            b"lastEventId" if subscribe.last_event_id.is_none() => {
+                subscribe.last_event_id = Some(form::decode_bytes(value)?);
+            }
+            _ => {}
+        }
+    }
+    if subscribe.topics.is_empty() {
+        return Err(TopicError::Missing.into());
+    }
+    Ok(subscribe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::{MAX_TOPIC_LEN, MAX_TOPICS};
+
+    #[test]
+    fn parses_topics_and_resume_id() {
+        let got = parse_subscribe(b"topic=news&_=123&topic=a+b&topic=news&lastEventId=1-2&&x").unwrap();
+        assert_eq!(got.topics, ["news", "a b"]);
+        assert_eq!(got.last_event_id.as_deref(), Some(&b"1-2"[..]));
+    }
+
+    #[test]
+    fn refuses_missing_invalid_and_too_many_topics() {
+        let long = format!("topic={}", "x".repeat(MAX_TOPIC_LEN + 1));
+        let max = format!("topic={}", "y".repeat(MAX_TOPIC_LEN));
+        let many: Vec<String> = (0..=MAX_TOPICS).map(|i| format!("topic=t{i}")).collect();
+        let missing = Err(QueryError::Topic(TopicError::Missing));
+        let invalid = Err(QueryError::Topic(TopicError::Invalid));
+        let cases: &[(&str, Result<usize, QueryError>)] = &[
+            ("", missing),
+            ("lastEventId=1-1", missing),
+            ("topic=", invalid),
+            ("topic=a%0Ab", invalid),
+            ("topic=a%00", invalid),
+            ("topic=a%C2%85", invalid),
+            ("topic=%zz", Err(QueryError::Form(FormError::BadEscape))),
+            (&long, invalid),
+            (&max, Ok(1)),
+            (&many[..MAX_TOPICS].join("&"), Ok(MAX_TOPICS)),
+            (&many.join("&"), Err(QueryError::Topic(TopicError::TooMany))),
+        ];
+        for (query, want) in cases {
+            let got = parse_subscribe(query.as_bytes()).map(|s| s.topics.len());
+            assert_eq!(got, *want, "{query}");
+        }
+    }
+}
