@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ssehub::publish::{self, Publication};
+use ssehub_protocol::publish::{self, Publication};
 
 fn encoder(c: &mut Criterion) {
     let mut group = c.benchmark_group("sse_encoder");
@@ -15,7 +15,7 @@ fn encoder(c: &mut Criterion) {
     ];
     for (name, data) in cases {
         let publication = Publication { topics: vec!["news".into()], data, event: Some("update".into()), retry: None };
-        group.throughput(Throughput::Bytes(publication.encode().frame().len() as u64));
+        group.throughput(Throughput::Bytes(publication.encode().plain().len() as u64));
         group.bench_function(name, |b| b.iter(|| black_box(&publication).encode()));
     }
     group.finish();

@@ -1,38 +1,48 @@
-//! The per-batch fan-out loop's own work per subscriber: walking the batch
-//! mask, building the iovec array and accounting, with the write going to an
-//! in-memory sink instead of a socket. It must stay small against the
-//! `writev` itself (measured whole-server by `ssehub-bench`) and allocate
-//! nothing: a regression here multiplies by every subscriber.
-
-use std::io::{self, IoSlice, Write};
-use std::sync::Arc;
+//! The fan-out loop's own work per subscriber: routing a batch into masks,
+//! building each subscriber's iovec array and accounting, with the writes
+//! going to an in-memory sink instead of sockets. It must stay small against
+//! the `writev` itself (measured whole-server by `ssehub-bench`) and allocate
+//! nothing per subscriber: a regression here multiplies by every subscriber.
 
 use std::hint::black_box;
+use std::io::IoSlice;
+use std::sync::Arc;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ssehub::conn::{Stream, Subscriptions};
-use ssehub::event::{Event, EventId};
-use ssehub::fanout::deliver;
-use ssehub::metrics::Tally;
-use ssehub::publish::Publication;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ssehub_core::event::Event;
+use ssehub_core::fanout::{Fanout, Streams, Write, Wrote};
+use ssehub_core::subscriber::{MAX_IOV, Subscriber, Tally};
+use ssehub_core::topics::Topics;
+use ssehub_protocol::EventId;
+use ssehub_protocol::publish::Publication;
+use ssehub_protocol::sse::Framing;
 
-/// Accepts everything, like a socket with room.
-struct Sink;
+/// Subscribers whose sockets always have room.
+struct Sinks {
+    subscribers: Vec<Subscriber>,
+}
 
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(buf.len())
+impl Streams for Sinks {
+    fn subscriber(&mut self, key: u32) -> Option<&mut Subscriber> {
+        self.subscribers.get_mut(key as usize)
     }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        Ok(bufs.iter().map(|b| b.len()).sum())
+    fn for_each_subscriber(&mut self, each: &mut dyn FnMut(u32, &mut Subscriber)) {
+        for (key, subscriber) in self.subscribers.iter_mut().enumerate() {
+            each(key as u32, subscriber);
+        }
     }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    fn write(&mut self, batch: &[Arc<Event>], writes: &mut [Write]) {
+        for write in writes {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = write.iovecs(batch, &mut iov);
+            let bytes: usize = black_box(&iov[..n]).iter().map(|b| b.len()).sum();
+            write.wrote = Wrote::Bytes(bytes);
+        }
     }
 }
 
-fn batch(events: usize) -> Vec<Arc<Event>> {
-    (0..events)
+fn events(count: usize, first: u64) -> Vec<Arc<Event>> {
+    (0..count)
         .map(|i| {
             let publication = Publication {
                 topics: vec!["t".into()],
@@ -40,8 +50,8 @@ fn batch(events: usize) -> Vec<Arc<Event>> {
                 event: None,
                 retry: None,
             };
-            let mut event = publication.encode();
-            event.set_id(EventId { ms: 1_700_000_000_000, seq: i as u64 });
+            let mut event = Event::from_publication(&publication);
+            event.set_id(EventId { ms: first + i as u64, seq: 0 });
             Arc::new(event)
         })
         .collect()
@@ -50,27 +60,35 @@ fn batch(events: usize) -> Vec<Arc<Event>> {
 fn fanout(c: &mut Criterion) {
     const SUBSCRIBERS: usize = 10_000;
     let mut group = c.benchmark_group("fanout_loop");
-    for events in [1usize, 8, 64] {
-        let batch = batch(events);
-        let mask = if events == 64 { u64::MAX } else { (1u64 << events) - 1 };
-        group.throughput(Throughput::Elements((SUBSCRIBERS * events) as u64));
-        group.bench_function(format!("{SUBSCRIBERS}_subscribers_x_{events}_events"), |b| {
-            b.iter_batched_ref(
-                || {
-                    (0..SUBSCRIBERS)
-                        .map(|_| Stream { batch: mask, filtered: false, subs: Subscriptions::One(0, 0), backlog: None })
-                        .collect::<Vec<_>>()
-                },
-                |streams| {
-                    let mut tally = Tally::default();
-                    for stream in streams.iter_mut() {
-                        let _ = deliver(&mut Sink, stream, black_box(&batch), 256, &mut tally);
-                    }
-                    tally
-                },
-                BatchSize::LargeInput,
-            )
-        });
+    for count in [1usize, 8, 64] {
+        for framing in [Framing::Plain, Framing::Chunked] {
+            let mut topics = Topics::new(64);
+            let names = vec!["t".to_string()];
+            let subscribers =
+                (0..SUBSCRIBERS).map(|key| Subscriber::new(topics.subscribe(key as u32, &names), framing)).collect();
+            let mut sinks = Sinks { subscribers };
+            let mut fanout = Fanout::new(256);
+            let mut next_ms = 1_700_000_000_000;
+            group.throughput(Throughput::Elements((SUBSCRIBERS * count) as u64));
+            group.bench_function(format!("{SUBSCRIBERS}_subscribers_x_{count}_events/{framing:?}"), |b| {
+                b.iter_batched(
+                    || {
+                        next_ms += count as u64;
+                        events(count, next_ms)
+                    },
+                    |batch| {
+                        for event in batch {
+                            fanout.accept(event, &mut topics);
+                        }
+                        let mut tally = Tally::default();
+                        while fanout.run(&topics, &mut sinks, &mut tally) {}
+                        assert_eq!(tally.frames, (SUBSCRIBERS * count) as u64);
+                        tally
+                    },
+                    criterion::BatchSize::SmallInput,
+                )
+            });
+        }
     }
     group.finish();
 }

@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ssehub::http::reader::{Limits, Outcome, read_stream};
+use ssehub_protocol::http::reader::{Limits, Outcome, read_stream};
 
 const SUBSCRIBE: &[u8] = b"GET /events?topic=news&topic=alerts&lastEventId=1700000000000-3 HTTP/1.1\r\n\
 Host: hub.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0\r\nAccept: text/event-stream\r\n\

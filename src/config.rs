@@ -1,9 +1,13 @@
-//! Command-line flags, each also readable from an `SSEHUB_*` environment variable.
+//! Command-line flags, each also readable from an `SSEHUB_*` environment
+//! variable. Parsed once at start into [`Settings`]; nothing else reads them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use ssehub_protocol::http::Limits;
+
+use crate::settings::{AuthSettings, ClusterSettings, Cors, ReactorSettings, Settings, StreamSettings};
 
 /// A Server-Sent Events fan-out hub: publish once, every subscriber receives it.
 #[derive(Parser, Debug, Clone)]
@@ -80,25 +84,40 @@ pub struct Config {
 pub const FD_RESERVE: usize = 64;
 
 impl Config {
-    pub fn workers(&self) -> usize {
-        self.workers.filter(|&n| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    }
-
-    /// `--max-connections`, or just under the open-file limit.
-    pub fn max_connections(&self, open_file_limit: u64) -> usize {
-        self.max_connections.unwrap_or_else(|| {
+    /// The settings of every subsystem, given the process's open-file limit.
+    pub fn settings(&self, open_file_limit: u64) -> Settings {
+        let workers = self
+            .workers
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let max_connections = self.max_connections.unwrap_or_else(|| {
             let limit = usize::try_from(open_file_limit).unwrap_or(usize::MAX);
             limit.saturating_sub(FD_RESERVE).max(1)
-        })
-    }
-
-    /// The `Access-Control-Allow-Origin` value for a request's `Origin`, if allowed.
-    pub fn cors_for<'a>(&'a self, origin: Option<&'a [u8]>) -> Option<&'a str> {
-        if self.cors_origins.iter().any(|o| o == "*") {
-            return Some("*");
+        });
+        Settings {
+            listen: self.listen,
+            workers,
+            reactor: ReactorSettings {
+                header_timeout: self.header_timeout,
+                max_connections,
+                shutdown_grace: self.shutdown_grace,
+            },
+            streams: StreamSettings {
+                heartbeat: self.heartbeat,
+                retry_ms: self.retry,
+                max_backlog: self.max_backlog as usize,
+                history: self.history,
+            },
+            limits: Limits { max_body: self.max_body },
+            auth: AuthSettings { publish_token: self.publish_token.clone() },
+            cors: Cors { origins: self.cors_origins.clone() },
+            cluster: self.redis.clone().map(|url| ClusterSettings {
+                url,
+                stream: self.redis_stream.clone(),
+                maxlen: self.redis_maxlen,
+                history: self.history,
+            }),
         }
-        let origin = std::str::from_utf8(origin?).ok()?;
-        self.cors_origins.iter().find(|o| *o == origin).map(String::as_str)
     }
 }
 
@@ -132,22 +151,17 @@ mod tests {
     }
 
     #[test]
-    fn cors_allows_listed_origins_or_any() {
-        let mut config = Config::parse_from(["ssehub", "--cors-origin", "https://a", "--cors-origin", "https://b"]);
-        assert_eq!(config.cors_for(Some(b"https://b")), Some("https://b"));
-        assert_eq!(config.cors_for(Some(b"https://c")), None);
-        assert_eq!(config.cors_for(None), None);
-        config.cors_origins = vec!["*".into()];
-        assert_eq!(config.cors_for(None), Some("*"));
-    }
-
-    #[test]
     fn defaults_are_sane() {
-        let config = Config::parse_from(["ssehub"]);
-        assert_eq!(config.history, 1024);
-        assert_eq!(config.max_backlog, 256);
-        assert_eq!(config.heartbeat, Duration::from_secs(15));
-        assert_eq!(config.max_body, 65536);
-        assert_eq!(config.max_connections(20000), 20000 - FD_RESERVE);
+        let settings = Config::parse_from(["ssehub"]).settings(20000);
+        assert_eq!(settings.streams.history, 1024);
+        assert_eq!(settings.streams.max_backlog, 256);
+        assert_eq!(settings.streams.heartbeat, Duration::from_secs(15));
+        assert_eq!(settings.limits.max_body, 65536);
+        assert_eq!(settings.reactor.max_connections, 20000 - FD_RESERVE);
+        assert!(settings.workers >= 1 && settings.cluster.is_none());
+        let settings =
+            Config::parse_from(["ssehub", "--workers", "0", "--cors-origin", "https://a,https://b"]).settings(100);
+        assert!(settings.workers >= 1);
+        assert_eq!(settings.cors.origins, ["https://a", "https://b"]);
     }
 }

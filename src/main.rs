@@ -10,7 +10,8 @@ fn main() -> ExitCode {
     let config = Config::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
     env_logger::Builder::new().parse_filters(&filter).format_timestamp_millis().init();
-    let server = match Server::bind(config) {
+    let open_files = ssehub::sys_open_file_limit();
+    let server = match Server::bind(config.settings(open_files)) {
         Ok(server) => server,
         Err(error) => {
             log::error!("cannot listen: {error}");

@@ -8,6 +8,9 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use ssehub_core::backplane::Metric;
+use ssehub_core::subscriber::Tally;
+
 /// Statuses counted as rejections, in label order.
 pub const REJECT_STATUSES: [u16; 13] = [400, 401, 403, 404, 405, 408, 413, 414, 415, 431, 501, 503, 0];
 
@@ -15,37 +18,43 @@ fn reject_index(status: u16) -> usize {
     REJECT_STATUSES.iter().position(|&s| s == status).unwrap_or(REJECT_STATUSES.len() - 1)
 }
 
+/// One worker's counters; the worker is their only writer.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct WorkerStats {
-    pub subscribers: AtomicU64,    // gauge: open event streams
-    pub http: AtomicU64,           // gauge: connections reading requests or answering them
-    pub frames_written: AtomicU64, // event frames fully handed to the kernel
-    pub bytes_written: AtomicU64,  // every byte written to subscribers
-    pub write_calls: AtomicU64,    // write/writev system calls to subscribers: frames per call is the batching
-    pub replays: AtomicU64,        // subscriptions that replayed history
-    pub gaps: AtomicU64,           // ssehub-gap events sent
-    pub slow_consumers: AtomicU64, // subscribers dropped for falling behind
-    pub heartbeats: AtomicU64,     // heartbeat comments written
+    /// Gauge: open event streams.
+    pub subscribers: AtomicU64,
+    /// Gauge: connections reading requests or answering them.
+    pub http: AtomicU64,
+    /// Event frames fully handed to the kernel.
+    pub frames_written: AtomicU64,
+    /// Every byte written to subscribers.
+    pub bytes_written: AtomicU64,
+    /// write/writev system calls to subscribers: frames per call is the batching.
+    pub write_calls: AtomicU64,
+    /// Subscriptions that replayed history.
+    pub replays: AtomicU64,
+    /// `ssehub-gap` events sent.
+    pub gaps: AtomicU64,
+    /// Subscribers dropped for falling behind.
+    pub slow_consumers: AtomicU64,
+    /// Heartbeat comments written.
+    pub heartbeats: AtomicU64,
+    /// Refusals, by status (see [`REJECT_STATUSES`]).
     pub rejected: [AtomicU64; REJECT_STATUSES.len()],
-    pub over_limit: AtomicU64,    // connections turned away by --max-connections
-    pub accept_errors: AtomicU64, // EMFILE and friends
-}
-
-/// Writes to subscribers counted locally (per loop turn, or per flush) and
-/// added to [`WorkerStats`] in one go.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Tally {
-    pub frames: u64, // event frames completed
-    pub bytes: u64,
-    pub writes: u64, // system calls
+    /// Connections turned away by `--max-connections`.
+    pub over_limit: AtomicU64,
+    /// `accept` failures (EMFILE and friends).
+    pub accept_errors: AtomicU64,
 }
 
 impl WorkerStats {
+    /// Counts a refusal.
     pub fn reject(&self, status: u16) {
         self.rejected[reject_index(status)].fetch_add(1, Relaxed);
     }
 
+    /// Adds a local tally and resets it.
     pub fn add(&self, tally: &mut Tally) {
         if tally.frames > 0 {
             self.frames_written.fetch_add(tally.frames, Relaxed);
@@ -61,12 +70,16 @@ impl WorkerStats {
 }
 
 /// Process-wide values that are not per worker.
-pub struct Globals<'a> {
+pub struct Globals {
+    /// Events accepted and sequenced.
     pub events_published: u64,
-    pub backplane: Option<&'a crate::cluster::Backplane>, // cluster mode
+    /// The backplane's own figures.
+    pub backplane: Vec<Metric>,
+    /// `--max-connections`.
     pub max_connections: usize,
 }
 
+/// The `/metrics` text: sums over workers, then the globals.
 pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
     let sum = |field: fn(&WorkerStats) -> &AtomicU64| -> u64 { workers.iter().map(|w| field(w).load(Relaxed)).sum() };
     let mut out = String::with_capacity(2048);
@@ -123,38 +136,8 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
         .collect();
     let rejected: Vec<(&str, u64)> = rejected.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     metric("requests_rejected_total", "counter", "Requests refused, by status.", &rejected);
-    if let Some(backplane) = globals.backplane {
-        let load = |counter: &AtomicU64| counter.load(Relaxed);
-        metric(
-            "backplane_up",
-            "gauge",
-            "1 while the Redis stream is being followed.",
-            &[("", u64::from(backplane.is_up()))],
-        );
-        metric(
-            "backplane_reconnects_total",
-            "counter",
-            "Reconnections to Redis after a failure.",
-            &[("", load(&backplane.reconnects))],
-        );
-        metric(
-            "backplane_lag_entries",
-            "gauge",
-            "Stream entries not yet read, as last measured.",
-            &[("", load(&backplane.lag))],
-        );
-        metric(
-            "backplane_entries_read_total",
-            "counter",
-            "Stream entries read.",
-            &[("", load(&backplane.entries_read))],
-        );
-        metric(
-            "backplane_invalid_entries_total",
-            "counter",
-            "Stream entries skipped because an HTTP publish would have been refused.",
-            &[("", load(&backplane.invalid_entries))],
-        );
+    for sample in &globals.backplane {
+        metric(sample.name, sample.kind, sample.help, &[("", sample.value)]);
     }
     out
 }
@@ -171,7 +154,7 @@ mod tests {
         workers[1].reject(413);
         let mut tally = Tally { frames: 5, bytes: 50, writes: 2 };
         workers[0].add(&mut tally);
-        let text = render(&workers, &Globals { events_published: 9, max_connections: 100, backplane: None });
+        let text = render(&workers, &Globals { events_published: 9, max_connections: 100, backplane: Vec::new() });
         assert!(text.contains("ssehub_connections{kind=\"subscriber\"} 7\n"), "{text}");
         assert!(text.contains("ssehub_events_published_total 9\n"));
         assert!(text.contains("ssehub_frames_written_total 5\n"));

@@ -1,32 +1,47 @@
 //! Starting and stopping: bind one `SO_REUSEPORT` listener per worker, start
-//! the workers, turn SIGTERM/SIGINT into a graceful shutdown, wait for them.
+//! the workers and the backplane, turn SIGTERM/SIGINT into a graceful
+//! shutdown, wait for them.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
-use mio::net::TcpListener;
-use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
+use ssehub_core::backplane::Backplane;
+use ssehub_core::bus::{Bus, Wake};
 
-use std::sync::mpsc::{self, Receiver};
-
-use crate::bus::Bus;
-use crate::cluster::{self, Cluster, Request};
-use crate::config::Config;
+use crate::auth::token::TokenAuthorizer;
+use crate::backplane::local::Local;
+use crate::driver::Driver;
+use crate::driver::epoll::Epoll;
 use crate::metrics::WorkerStats;
-use crate::reactor::{Shared, WAKER, Worker};
+use crate::reactor::{Shared, Worker};
+use crate::settings::Settings;
 
+/// Connections the kernel queues per listener before we accept them.
 const LISTEN_BACKLOG: i32 = 4096;
+
+/// What the backplane needs started once the workers exist.
+enum BackplaneThreads {
+    /// Standalone: nothing to start.
+    None,
+    /// Cluster mode's follower and command thread.
+    #[cfg(feature = "redis")]
+    Redis(crate::backplane::redis::Threads),
+}
 
 /// A bound, not yet running server.
 pub struct Server {
+    /// Shared with every worker.
     shared: Arc<Shared>,
-    workers: Vec<(Poll, TcpListener)>,
+    /// One driver per worker, each with its listener.
+    drivers: Vec<Epoll>,
+    /// The address bound.
     local_addr: SocketAddr,
-    cluster_requests: Option<Receiver<Request>>, // handed to the command thread at start
+    /// Started by [`Server::run`].
+    threads: BackplaneThreads,
 }
 
 /// Binds `addr` with `SO_REUSEPORT`, so every worker can own a listener on one port.
@@ -40,52 +55,50 @@ fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
-    Ok(TcpListener::from_std(socket.into()))
+    Ok(socket.into())
 }
 
 impl Server {
-    pub fn bind(config: Config) -> io::Result<Server> {
-        let open_files = crate::sys::raise_open_file_limit().unwrap_or(1024);
-        let max_connections = config.max_connections(open_files);
-        let count = config.workers();
-        let first = reuseport_listener(config.listen)?;
+    /// Binds every worker's listener and prepares the workers; nothing runs yet.
+    pub fn bind(settings: Settings) -> io::Result<Server> {
+        let count = settings.workers;
+        let first = reuseport_listener(settings.listen)?;
         let local_addr = first.local_addr()?;
         let mut listeners = vec![first];
         for _ in 1..count {
             listeners.push(reuseport_listener(local_addr)?);
         }
-        let mut workers = Vec::with_capacity(count);
-        let mut wakers = Vec::with_capacity(count);
-        for listener in listeners {
-            let poll = Poll::new()?;
-            wakers.push(Waker::new(poll.registry(), WAKER)?);
-            workers.push((poll, listener));
-        }
+        let drivers = listeners.into_iter().map(Epoll::new).collect::<io::Result<Vec<_>>>()?;
+        let wakers: Vec<Arc<dyn Wake>> = drivers.iter().map(Driver::waker).collect();
         log::info!(
-            "{count} workers, max {max_connections} connections (open-file limit {open_files}), history {} per topic",
-            config.history
+            "{count} workers, max {} connections, history {} per topic",
+            settings.reactor.max_connections,
+            settings.streams.history
         );
-        let (cluster, cluster_requests) = match &config.redis {
-            Some(url) => {
-                redis::Client::open(url.as_str()).map_err(|e| io::Error::other(format!("--redis {url:?}: {e}")))?;
-                let (requests, receiver) = mpsc::channel();
-                log::info!("cluster mode: following stream {:?}", config.redis_stream);
-                (Some(Cluster { requests, backplane: Arc::default() }), Some(receiver))
+        let bus = Arc::new(Bus::new(wakers));
+        let (backplane, threads): (Box<dyn Backplane>, BackplaneThreads) = match &settings.cluster {
+            None => (Box::new(Local::new(Arc::clone(&bus))), BackplaneThreads::None),
+            #[cfg(feature = "redis")]
+            Some(cluster) => {
+                let (cluster, threads) = crate::backplane::redis::Cluster::new(cluster.clone())?;
+                (Box::new(cluster), BackplaneThreads::Redis(threads))
             }
-            None => (None, None),
+            #[cfg(not(feature = "redis"))]
+            Some(_) => return Err(io::Error::other("--redis: this build has no Redis support (feature `redis`)")),
         };
         let shared = Arc::new(Shared {
-            cluster,
-            bus: Bus::new(wakers),
+            authorizer: Box::new(TokenAuthorizer::new(&settings.auth)),
+            backplane,
+            bus,
             stats: (0..count).map(|_| WorkerStats::default()).collect(),
             open: AtomicUsize::new(0),
-            max_connections,
-            shutdown: AtomicBool::new(false),
-            config,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            settings,
         });
-        Ok(Server { shared, workers, local_addr, cluster_requests })
+        Ok(Server { shared, drivers, local_addr, threads })
     }
 
+    /// The address bound (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -97,36 +110,37 @@ impl Server {
 
     /// Runs until SIGTERM/SIGINT (or a [`ShutdownHandle`]) and every worker has stopped.
     pub fn run(self) -> io::Result<()> {
-        let mut threads = Vec::with_capacity(self.workers.len());
-        for (index, (poll, listener)) in self.workers.into_iter().enumerate() {
-            let worker = Worker::new(index, poll, listener, Arc::clone(&self.shared))?;
-            threads.push(thread::Builder::new().name(format!("ssehub-worker-{index}")).spawn(move || worker.run())?);
+        let mut workers = Vec::with_capacity(self.drivers.len());
+        for (index, driver) in self.drivers.into_iter().enumerate() {
+            let worker = Worker::new(index, driver, Arc::clone(&self.shared));
+            workers.push(thread::Builder::new().name(format!("ssehub-worker-{index}")).spawn(move || worker.run())?);
         }
-        if let Some(requests) = self.cluster_requests {
-            let shared = Arc::clone(&self.shared);
-            thread::Builder::new().name("ssehub-follower".into()).spawn(move || cluster::follower::run(shared))?;
-            let shared = Arc::clone(&self.shared);
-            thread::Builder::new()
-                .name("ssehub-redis".into())
-                .spawn(move || cluster::commands::run(shared, requests))?;
+        match self.threads {
+            BackplaneThreads::None => {}
+            #[cfg(feature = "redis")]
+            BackplaneThreads::Redis(threads) => crate::backplane::redis::Cluster::start(
+                threads,
+                Arc::clone(&self.shared.bus),
+                Arc::clone(&self.shared.shutdown),
+            )?,
         }
         let mut signals =
             signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
         let signal_handle = signals.handle();
-        let handle = self.shared.clone();
+        let shared = Arc::clone(&self.shared);
         let signal_thread = thread::Builder::new().name("ssehub-signals".into()).spawn(move || {
             for signal in signals.forever() {
-                if handle.shutdown.swap(true, Ordering::SeqCst) {
+                if shared.shutdown.swap(true, Ordering::SeqCst) {
                     log::warn!("second signal {signal}: exiting now");
                     std::process::exit(1);
                 }
-                log::info!("signal {signal}: shutting down (grace {:?})", handle.config.shutdown_grace);
-                handle.bus.wake_all();
+                log::info!("signal {signal}: shutting down (grace {:?})", shared.settings.reactor.shutdown_grace);
+                shared.bus.wake_all();
             }
         })?;
         let mut result = Ok(());
-        for thread in threads {
-            if thread.join().is_err() {
+        for worker in workers {
+            if worker.join().is_err() {
                 result = Err(io::Error::other("a worker panicked"));
             }
         }
@@ -137,10 +151,12 @@ impl Server {
     }
 }
 
+/// Stops a running server gracefully from another thread.
 #[derive(Clone)]
 pub struct ShutdownHandle(Arc<Shared>);
 
 impl ShutdownHandle {
+    /// Starts the graceful shutdown.
     pub fn shutdown(&self) {
         self.0.shutdown.store(true, Ordering::SeqCst);
         self.0.bus.wake_all();

@@ -20,10 +20,12 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// Starts the clock at zero now.
     pub fn new() -> Self {
         Clock { origin: Instant::now() }
     }
 
+    /// Milliseconds since [`Clock::new`].
     pub fn now(&self) -> u64 {
         self.origin.elapsed().as_millis() as u64
     }
@@ -35,28 +37,37 @@ impl Default for Clock {
     }
 }
 
+/// One armed deadline; ordered by time first.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Deadline {
-    pub at: u64,    // Clock milliseconds
-    pub key: u32,   // connection slot
-    pub stamp: u32, // must equal the connection's stamp to still count
+    /// When it is due, in [`Clock`] milliseconds.
+    pub at: u64,
+    /// The connection's slot.
+    pub key: u32,
+    /// Must equal the connection's stamp for the entry to still count.
+    pub stamp: u32,
 }
 
+/// A min-heap of deadlines of one kind, all armed with the same period.
 #[derive(Debug)]
 pub struct DeadlineQueue {
-    period: u64, // milliseconds; 0 disables the queue
+    /// Milliseconds; 0 disables the queue.
+    period: u64,
     entries: BinaryHeap<Reverse<Deadline>>,
 }
 
 impl DeadlineQueue {
+    /// An empty queue; a zero `period` disables it.
     pub fn new(period: Duration) -> Self {
         DeadlineQueue { period: period.as_millis() as u64, entries: BinaryHeap::new() }
     }
 
+    /// Whether the queue arms anything at all.
     pub fn enabled(&self) -> bool {
         self.period > 0
     }
 
+    /// The period in milliseconds.
     pub fn period(&self) -> u64 {
         self.period
     }
@@ -84,6 +95,7 @@ impl DeadlineQueue {
         if self.next()? <= now { self.entries.pop().map(|d| d.0) } else { None }
     }
 
+    /// Entries held, stale ones included.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -102,6 +114,7 @@ impl DeadlineQueue {
         }
     }
 
+    /// Whether no entries are held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

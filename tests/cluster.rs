@@ -7,7 +7,7 @@ use std::thread;
 
 use common::{Redis, Server, Subscriber, header, status_of};
 
-fn data(events: &[ssehub::sse::ParsedEvent]) -> Vec<&str> {
+fn data(events: &[ssehub_protocol::sse::ParsedEvent]) -> Vec<&str> {
     events.iter().map(|e| e.data.as_str()).collect()
 }
 
@@ -43,7 +43,7 @@ fn an_event_published_on_one_node_reaches_every_node_with_the_same_id() {
     assert_eq!(orders[0], orders[1]);
     assert_eq!(orders[0], orders[2]);
     let mut sorted = orders[0].clone();
-    sorted.sort_by_key(|id| ssehub::event::EventId::parse(id.as_bytes()));
+    sorted.sort_by_key(|id| ssehub_protocol::EventId::parse(id.as_bytes()));
     assert_eq!(sorted, orders[0], "stream order is id order");
 }
 

@@ -2,8 +2,9 @@
 //! trip and the subscribe query decoder against a browser-style encoder.
 
 use proptest::prelude::*;
-use ssehub::query::{MAX_TOPICS, parse_subscribe, valid_topic};
-use ssehub::sse::{EventStreamParser, encode_fields, normalize_newlines, valid_event_type};
+use ssehub_protocol::query::parse_subscribe;
+use ssehub_protocol::sse::{EventStreamParser, encode_fields, normalize_newlines, valid_event_type};
+use ssehub_protocol::topic::{MAX_TOPICS, valid_topic};
 
 /// `application/x-www-form-urlencoded` as browsers write it (URLSearchParams).
 fn form_encode(text: &str) -> String {
@@ -39,7 +40,7 @@ proptest! {
                 prop_assert_eq!(&events[0].last_event_id, "7-1");
                 let want = event.filter(|e| !e.is_empty()).unwrap_or_else(|| "message".into());
                 prop_assert_eq!(&events[0].event_type, &want);
-                prop_assert_eq!(parser.reconnection_time, retry);
+                prop_assert_eq!(parser.reconnection_time(), retry);
             }
         }
     }

@@ -3,8 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssehub::publish;
-use ssehub::sse::{EventStreamParser, normalize_newlines};
+use ssehub_protocol::http::{ChunkedDecoder, Line};
+use ssehub_protocol::publish;
+use ssehub_protocol::sse::{EventStreamParser, normalize_newlines};
 
 fuzz_target!(|input: (bool, &[u8])| {
     let (json, body) = input;
@@ -12,12 +13,17 @@ fuzz_target!(|input: (bool, &[u8])| {
     let Ok(publications) = publish::decode(Some(content_type), body) else { return };
     for publication in publications {
         assert!((1..=64).contains(&publication.topics.len()));
-        assert!(publication.topics.iter().all(|t| ssehub::query::valid_topic(t)));
+        assert!(publication.topics.iter().all(|t| ssehub_protocol::topic::valid_topic(t)));
         let event = publication.encode();
         let mut parser = EventStreamParser::new();
-        let events = parser.feed(event.frame());
+        let events = parser.feed(event.plain());
+        // The chunked form must carry exactly the plain bytes.
+        let mut unchunked = Vec::new();
+        let mut decoder = ChunkedDecoder::new(u64::MAX, Line::Strict);
+        decoder.decode(event.chunked(), &mut |d: &[u8]| unchunked.extend_from_slice(d)).unwrap();
+        assert_eq!(unchunked, event.plain());
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].data, normalize_newlines(&publication.data));
-        assert_eq!(parser.reconnection_time, publication.retry);
+        assert_eq!(parser.reconnection_time(), publication.retry);
     }
 });

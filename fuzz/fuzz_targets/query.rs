@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssehub::query::{MAX_TOPICS, parse_subscribe, valid_topic};
+use ssehub_protocol::query::parse_subscribe;
+use ssehub_protocol::topic::{MAX_TOPICS, valid_topic};
 
 fuzz_target!(|query: &[u8]| {
     if let Ok(subscribe) = parse_subscribe(query) {

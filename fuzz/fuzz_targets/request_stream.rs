@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssehub::http::reader::{Limits, Outcome, read_stream};
+use ssehub_protocol::http::reader::{Limits, Outcome, read_stream};
 
 fuzz_target!(|input: (Vec<u16>, &[u8])| {
     let (cuts, bytes) = input;

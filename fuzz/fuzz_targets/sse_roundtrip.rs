@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssehub::sse::{EventStreamParser, encode_fields, normalize_newlines, valid_event_type};
+use ssehub_protocol::sse::{EventStreamParser, encode_fields, normalize_newlines, valid_event_type};
 
 fuzz_target!(|input: (String, Option<String>, Option<u64>, Vec<u8>)| {
     let (data, event, retry, cuts) = input;
@@ -28,5 +28,5 @@ fuzz_target!(|input: (String, Option<String>, Option<u64>, Vec<u8>)| {
     assert_eq!(events[0].last_event_id, "1-0");
     let want_type = event.filter(|e| !e.is_empty()).unwrap_or_else(|| "message".into());
     assert_eq!(events[0].event_type, want_type);
-    assert_eq!(parser.reconnection_time, retry);
+    assert_eq!(parser.reconnection_time(), retry);
 });

@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: start the real `ssehub` binary on
 //! port 0, talk to it over raw TCP, and read event streams with the
-//! WHATWG parser from `ssehub::sse`.
+//! WHATWG parser from `ssehub_protocol::sse`.
 //!
 //! Every wait here is on an event (a line from the server, bytes on a socket,
 //! a process exit) with a generous timeout that only matters when a test fails.
@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ssehub::sse::{EventStreamParser, ParsedEvent};
+use ssehub_protocol::sse::{EventStreamParser, ParsedEvent};
 
 /// How long any single wait may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -344,18 +344,18 @@ impl Subscriber {
 
     /// Comment lines (heartbeats) seen so far.
     pub fn comments(&self) -> usize {
-        self.parser.comments
+        self.parser.comments()
     }
 
     /// Reads until `n` comment lines have been seen.
     pub fn wait_comments(&mut self, n: usize) {
-        while self.parser.comments < n {
+        while self.parser.comments() < n {
             assert!(self.read_more(), "stream closed while waiting for heartbeats");
         }
     }
 
     pub fn reconnection_time(&self) -> Option<u64> {
-        self.parser.reconnection_time
+        self.parser.reconnection_time()
     }
 }
 

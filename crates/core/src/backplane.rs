@@ -109,8 +109,27 @@ pub trait Backplane: Send + Sync {
         last_accepted
     }
 
-    /// False while the backplane cannot order events (publishes get 503).
-    fn is_up(&self) -> bool {
-        true
+    /// Why the backplane cannot order events right now (publishes then get
+    /// 503, `/readyz` says not ready); `None` while it can.
+    fn down_reason(&self) -> Option<&'static str> {
+        None
     }
+
+    /// Its own figures for `/metrics`.
+    fn metrics(&self) -> Vec<Metric> {
+        Vec::new()
+    }
+}
+
+/// One sample for `/metrics`, named without the `ssehub_` prefix.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Metric {
+    /// The name after `ssehub_`.
+    pub name: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// The value.
+    pub value: u64,
 }

@@ -68,7 +68,7 @@ pub struct Inbox {
     /// Answers from the backplane (bounded by the requests in flight).
     replies: SegQueue<Reply>,
     /// Wakes the worker.
-    waker: Box<dyn Wake>,
+    waker: Arc<dyn Wake>,
     /// Set by the worker just before it blocks in poll.
     sleeping: AtomicBool,
 }
@@ -126,7 +126,7 @@ pub struct Bus {
 
 impl Bus {
     /// A bus with one inbox per waker (one per worker).
-    pub fn new(wakers: Vec<Box<dyn Wake>>) -> Bus {
+    pub fn new(wakers: Vec<Arc<dyn Wake>>) -> Bus {
         let boot = EventId { ms: unix_ms(), seq: 0 };
         let inboxes = wakers
             .into_iter()
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn publishing_wakes_only_sleeping_workers_and_is_all_or_nothing() {
         let wakes: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
-        let bus = Bus::new(wakes.iter().map(|w| Box::new(Counting(Arc::clone(w))) as Box<dyn Wake>).collect());
+        let bus = Bus::new(wakes.iter().map(|w| Arc::new(Counting(Arc::clone(w))) as Arc<dyn Wake>).collect());
         let event = || Event::notice(b"data: x\n\n");
         assert!(bus.inbox(1).prepare_sleep(), "nothing queued yet");
         let ids = bus.publish(vec![event(), event()]).unwrap();

@@ -370,7 +370,12 @@ mod tests {
 
     impl Hub {
         fn new(max_backlog: usize) -> Self {
-            Hub { topics: Topics::new(16), fanout: Fanout::new(max_backlog), streams: Fake::default(), tally: Tally::default() }
+            Hub {
+                topics: Topics::new(16),
+                fanout: Fanout::new(max_backlog),
+                streams: Fake::default(),
+                tally: Tally::default(),
+            }
         }
 
         fn join(&mut self, key: u32, topics: &[&str], framing: Framing, room: usize) {
@@ -399,7 +404,8 @@ mod tests {
             let mut bytes = sock.got.clone();
             if subscriber.framing == Framing::Chunked {
                 let mut plain = Vec::new();
-                let mut decoder = ssehub_protocol::http::ChunkedDecoder::new(u64::MAX, ssehub_protocol::http::Line::Strict);
+                let mut decoder =
+                    ssehub_protocol::http::ChunkedDecoder::new(u64::MAX, ssehub_protocol::http::Line::Strict);
                 decoder.decode(&bytes, &mut |d: &[u8]| plain.extend_from_slice(d)).unwrap();
                 bytes = plain;
             }

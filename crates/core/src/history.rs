@@ -33,8 +33,7 @@ impl Gap {
     /// ignores events without data, and no `id:` so the client's
     /// `lastEventId` stays whatever it received last.
     pub fn frame(self) -> StaticFrame {
-        const UNPARSEABLE: StaticFrame =
-            static_frame!(b"event: ssehub-gap\ndata: {\"reason\":\"unparseable-id\"}\n\n");
+        const UNPARSEABLE: StaticFrame = static_frame!(b"event: ssehub-gap\ndata: {\"reason\":\"unparseable-id\"}\n\n");
         const BEFORE_START: StaticFrame = static_frame!(b"event: ssehub-gap\ndata: {\"reason\":\"before-start\"}\n\n");
         const EVICTED: StaticFrame = static_frame!(b"event: ssehub-gap\ndata: {\"reason\":\"evicted\"}\n\n");
         const RESET: StaticFrame = static_frame!(b"event: ssehub-gap\ndata: {\"reason\":\"stream-reset\"}\n\n");

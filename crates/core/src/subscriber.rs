@@ -164,7 +164,12 @@ impl Backlog {
     }
 
     /// Queues the rest of a partly written run of frames.
-    pub fn push_rest<'a>(&mut self, frames: impl Iterator<Item = &'a Arc<Event>>, framing: Framing, mut written: usize) {
+    pub fn push_rest<'a>(
+        &mut self,
+        frames: impl Iterator<Item = &'a Arc<Event>>,
+        framing: Framing,
+        mut written: usize,
+    ) {
         for event in frames {
             let len = event.frame().bytes(framing).len();
             if written >= len {

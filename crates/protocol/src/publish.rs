@@ -289,7 +289,8 @@ mod tests {
     #[test]
     fn fields_from_any_source_follow_the_same_rules() {
         let mut fields = Fields::default();
-        for (name, value) in [("topic", "a"), ("topic", "b"), ("data", "x\ny"), ("id", "666"), ("event", "e"), ("retry", "5")]
+        for (name, value) in
+            [("topic", "a"), ("topic", "b"), ("data", "x\ny"), ("id", "666"), ("event", "e"), ("retry", "5")]
         {
             fields.set(name.as_bytes(), value.as_bytes()).unwrap();
         }

@@ -367,7 +367,12 @@ mod tests {
             (b"5\r\nhello\r\n0\r\nX: a\x01\nY z\r\n\r\n", b"hello"),
         ];
         for (input, want) in cases {
-            assert_eq!(decode_all(input, 1 << 20, Line::Lenient).unwrap().0, *want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                decode_all(input, 1 << 20, Line::Lenient).unwrap().0,
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
         for input in [&b"x\r\n"[..], b"\r\n", b"3\r\nabcX", b"3\rX", b"11111111111111111\r\n"] {
             assert!(decode_all(input, 1 << 20, Line::Lenient).is_err(), "{:?}", String::from_utf8_lossy(input));

@@ -451,7 +451,6 @@ fn find_head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
     Err(buf.len())
 }
 
-
 fn parse_head(
     buf: &[u8],
     scan: &mut usize,

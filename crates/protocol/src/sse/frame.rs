@@ -241,8 +241,12 @@ mod tests {
 
     #[test]
     fn both_framings_hold_the_same_event() {
-        for id in [None, Some(EventId::ZERO), Some(EventId { ms: 1_700_000_000_123, seq: 7 }), Some(EventId { ms: u64::MAX, seq: u64::MAX })]
-        {
+        for id in [
+            None,
+            Some(EventId::ZERO),
+            Some(EventId { ms: 1_700_000_000_123, seq: 7 }),
+            Some(EventId { ms: u64::MAX, seq: u64::MAX }),
+        ] {
             for data_len in [0, 1, 15, 16, 255, 256, 5000] {
                 let mut buf = Frame::buffer(data_len);
                 buf.extend_from_slice(b"data: ");

@@ -1,59 +1,58 @@
-//! HTTP/1.1 as much as a fan-out hub needs: a strict request reader, the
-//! error statuses it answers with, and the few response heads it writes.
-//!
-//! Every protocol error is an [`HttpError`]: a small `Copy` value mapped to its
-//! status line, headers and body in one place ([`HttpError::status`]).
-
-pub mod chunked;
-pub mod reader;
-
-pub use reader::{Head, Limits, Method, Progress, RequestReader, Route};
+//! What the hub answers: every refusal as one [`HttpError`], mapped to its
+//! status line, headers and body in one place, and the few response heads it
+//! writes.
 
 use std::fmt;
+
+use ssehub_protocol::http::RequestError;
+use ssehub_protocol::http::response::{push_decimal, write_header, write_status_line};
+
+use crate::auth::Denied;
 
 /// Why a request is refused. Each maps to one status code.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum HttpError {
-    /// 400: malformed request line, header, query, body or framing.
+    /// What the request reader refuses: 400, 413, 414, 431 or 501.
+    Request(RequestError),
+    /// 400: a malformed query or publish body.
     BadRequest(&'static str),
-    /// 401: a publish token is configured and the request lacks it.
-    Unauthorized,
-    /// 403: no token is configured and the publisher is not on loopback.
-    Forbidden,
+    /// 401 or 403: see [`Denied`].
+    Denied(Denied),
     /// 404: unknown path.
     NotFound,
     /// 405: known path, wrong method; carries the `Allow` value.
     MethodNotAllowed(&'static str),
     /// 408: the request did not arrive within the header timeout.
     Timeout,
-    /// 413: body over `--max-body`.
-    PayloadTooLarge,
-    /// 414: request target over 8 KiB.
-    UriTooLong,
     /// 415: a publish body that is neither form-encoded nor JSON.
     UnsupportedMediaType,
-    /// 431: headers over 16 KiB or more than 64 of them.
-    HeadersTooLarge(&'static str),
-    /// 501: a transfer coding other than `chunked`.
-    NotImplemented(&'static str),
-    /// 503: over `--max-connections`, or the event queues are full.
+    /// 503: over `--max-connections`, the event queues are full, or the backplane is down.
     Unavailable(&'static str),
 }
 
+impl From<RequestError> for HttpError {
+    fn from(error: RequestError) -> Self {
+        HttpError::Request(error)
+    }
+}
+
+impl From<Denied> for HttpError {
+    fn from(denied: Denied) -> Self {
+        HttpError::Denied(denied)
+    }
+}
+
 impl HttpError {
+    /// The status code.
     pub fn status(self) -> u16 {
         match self {
+            HttpError::Request(error) => error.status(),
             HttpError::BadRequest(_) => 400,
-            HttpError::Unauthorized => 401,
-            HttpError::Forbidden => 403,
+            HttpError::Denied(denied) => denied.status(),
             HttpError::NotFound => 404,
             HttpError::MethodNotAllowed(_) => 405,
             HttpError::Timeout => 408,
-            HttpError::PayloadTooLarge => 413,
-            HttpError::UriTooLong => 414,
             HttpError::UnsupportedMediaType => 415,
-            HttpError::HeadersTooLarge(_) => 431,
-            HttpError::NotImplemented(_) => 501,
             HttpError::Unavailable(_) => 503,
         }
     }
@@ -61,17 +60,12 @@ impl HttpError {
     /// One line for the response body and the log.
     pub fn detail(self) -> &'static str {
         match self {
-            HttpError::BadRequest(why)
-            | HttpError::HeadersTooLarge(why)
-            | HttpError::NotImplemented(why)
-            | HttpError::Unavailable(why) => why,
-            HttpError::Unauthorized => "publishing needs Authorization: Bearer <token>",
-            HttpError::Forbidden => "publishing without a token is allowed from loopback only",
+            HttpError::Request(error) => error.detail(),
+            HttpError::BadRequest(why) | HttpError::Unavailable(why) => why,
+            HttpError::Denied(denied) => denied.detail(),
             HttpError::NotFound => "no such path",
             HttpError::MethodNotAllowed(_) => "method not allowed",
             HttpError::Timeout => "request not received in time",
-            HttpError::PayloadTooLarge => "body too large",
-            HttpError::UriTooLong => "request target too long",
             HttpError::UnsupportedMediaType => {
                 "publish bodies are application/x-www-form-urlencoded or application/json"
             }
@@ -81,18 +75,15 @@ impl HttpError {
     /// The complete response, always with `Connection: close`: after an error
     /// the bytes that follow on the connection are never interpreted.
     pub fn response(self, cors: Option<&str>) -> Vec<u8> {
-        let mut extra = String::new();
-        match self {
-            HttpError::MethodNotAllowed(allow) => extra = format!("Allow: {allow}\r\n"),
-            HttpError::Unauthorized => extra.push_str("WWW-Authenticate: Bearer\r\n"),
-            HttpError::Unavailable(_) => extra.push_str("Retry-After: 1\r\n"),
-            _ => {}
-        }
         let body = format!("{} {}\n", self.status(), self.detail());
         let mut out = Vec::with_capacity(160 + body.len());
         write_head(&mut out, self.status(), "text/plain; charset=utf-8", body.len(), false, cors);
-        out.truncate(out.len() - 2);
-        out.extend_from_slice(extra.as_bytes());
+        match self {
+            HttpError::MethodNotAllowed(allow) => write_header(&mut out, "Allow", allow.as_bytes()),
+            HttpError::Denied(Denied::PublishCredentials) => write_header(&mut out, "WWW-Authenticate", b"Bearer"),
+            HttpError::Unavailable(_) => write_header(&mut out, "Retry-After", b"1"),
+            _ => {}
+        }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body.as_bytes());
         out
@@ -105,28 +96,10 @@ impl fmt::Display for HttpError {
     }
 }
 
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        431 => "Request Header Fields Too Large",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "",
-    }
-}
+impl std::error::Error for HttpError {}
 
-/// Appends a response head with a `Content-Length` body, ending in the blank line.
+/// Appends a response head with a `Content-Length` body, without the blank
+/// line that ends it (callers may add fields first).
 pub fn write_head(
     out: &mut Vec<u8>,
     status: u16,
@@ -135,33 +108,26 @@ pub fn write_head(
     keep_alive: bool,
     cors_origin: Option<&str>,
 ) {
-    use std::io::Write;
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\n",
-        reason_phrase(status)
-    );
+    write_status_line(out, status);
+    write_header(out, "Content-Type", content_type.as_bytes());
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, content_length as u64);
+    out.extend_from_slice(b"\r\n");
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     write_cors(out, cors_origin);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// `Access-Control-Allow-Origin` for an allowed origin (`*` or the echoed origin).
 pub fn write_cors(out: &mut Vec<u8>, cors_origin: Option<&str>) {
     if let Some(origin) = cors_origin {
-        out.extend_from_slice(b"Access-Control-Allow-Origin: ");
-        out.extend_from_slice(origin.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_header(out, "Access-Control-Allow-Origin", origin.as_bytes());
         if origin != "*" {
             out.extend_from_slice(b"Vary: Origin\r\n");
         }
     }
 }
-
-pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 #[cfg(test)]
 mod tests {
@@ -178,5 +144,9 @@ mod tests {
         let text = String::from_utf8(HttpError::Unavailable("full").response(Some("*"))).unwrap();
         assert!(text.contains("\r\nRetry-After: 1\r\n"));
         assert!(text.contains("\r\nAccess-Control-Allow-Origin: *\r\n"));
+        let text = String::from_utf8(HttpError::Denied(Denied::PublishCredentials).response(None)).unwrap();
+        assert!(text.starts_with("HTTP/1.1 401 Unauthorized\r\n") && text.contains("\r\nWWW-Authenticate: Bearer\r\n"));
+        let text = String::from_utf8(HttpError::from(RequestError::UriTooLong).response(None)).unwrap();
+        assert!(text.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{text}");
     }
 }

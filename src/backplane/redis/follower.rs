@@ -2,17 +2,19 @@
 //! every valid entry, encoded once with its stream id, to every worker.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisResult, Value};
+use ssehub_core::bus::Bus;
+use ssehub_core::history::Gap;
+use ssehub_core::{Event, EventId};
 
 use super::entry::{self, Entry, StreamInfo};
-use super::{Backoff, COMMAND_TIMEOUT, connect};
-use crate::event::{Event, EventId};
-use crate::reactor::Shared;
-use crate::sse::Gap;
+use super::{Backoff, COMMAND_TIMEOUT, Status, connect};
+use crate::settings::ClusterSettings;
 
 /// How long one `XREAD` blocks: the follower checks for shutdown between reads.
 const BLOCK_MS: u64 = 500;
@@ -21,24 +23,23 @@ const PAGE: usize = 512;
 
 /// Where the follower stands after (re)connecting.
 enum Position {
+    /// Read on after this id.
     Continue(EventId),
     /// The stream is not the one we were reading: tell subscribers, start over.
     Reset,
 }
 
 /// Runs until shutdown. Never gives up on Redis.
-pub fn run(shared: Arc<Shared>) {
-    let Some(cluster) = &shared.cluster else { return };
-    let backplane = &cluster.backplane;
-    let url = shared.config.redis.clone().unwrap_or_default();
-    let stream = shared.config.redis_stream.clone();
+pub fn run(settings: &ClusterSettings, backplane: &Status, bus: &Bus, shutdown: &AtomicBool) {
+    let url = &settings.url;
+    let stream = &settings.stream;
     let mut last: Option<EventId> = None; // the last entry handed to workers
     let mut backoff = Backoff::new();
     let mut failed = false;
     let mut invalid_logged = 0u64;
-    while !shared.shutdown.load(SeqCst) {
-        let connected = connect(&url, Duration::from_millis(BLOCK_MS) + COMMAND_TIMEOUT)
-            .and_then(|mut conn| position(&mut conn, &stream, last).map(|p| (conn, p)));
+    while !shutdown.load(SeqCst) {
+        let connected = connect(url, Duration::from_millis(BLOCK_MS) + COMMAND_TIMEOUT)
+            .and_then(|mut conn| position(&mut conn, stream, last).map(|p| (conn, p)));
         let (mut conn, position) = match connected {
             Ok(ok) => ok,
             Err(error) => {
@@ -47,7 +48,7 @@ pub fn run(shared: Arc<Shared>) {
                 }
                 backplane.set_up(false);
                 failed = true;
-                sleep_unless_shutdown(&shared, backoff.next_wait());
+                sleep_unless_shutdown(shutdown, backoff.next_wait());
                 continue;
             }
         };
@@ -61,7 +62,7 @@ pub fn run(shared: Arc<Shared>) {
             }
             Position::Reset => {
                 log::warn!("redis stream {stream} was reset; subscribers get ssehub-gap");
-                push(&shared, Arc::new(Event::notice(Gap::Reset.frame())));
+                push(bus, shutdown, Arc::new(Event::notice(Gap::Reset.frame().plain)));
                 backplane.set_floor(EventId::ZERO);
                 last = Some(EventId::ZERO);
             }
@@ -74,7 +75,7 @@ pub fn run(shared: Arc<Shared>) {
         backoff.reset();
         backplane.set_up(true);
         let mut last_lag_check = Instant::now();
-        while !shared.shutdown.load(SeqCst) {
+        while !shutdown.load(SeqCst) {
             let from = last.unwrap_or_default();
             let reply: RedisResult<Value> = redis::cmd("XREAD")
                 .arg("COUNT")
@@ -82,7 +83,7 @@ pub fn run(shared: Arc<Shared>) {
                 .arg("BLOCK")
                 .arg(BLOCK_MS)
                 .arg("STREAMS")
-                .arg(&stream)
+                .arg(stream)
                 .arg(from.to_string())
                 .query(&mut conn);
             let entries = match reply {
@@ -100,7 +101,7 @@ pub fn run(shared: Arc<Shared>) {
                 backplane.entries_read.fetch_add(1, Relaxed);
                 last = Some(id);
                 match encode(&entry, id) {
-                    Ok(event) => push(&shared, Arc::new(event)),
+                    Ok(event) => push(bus, shutdown, Arc::new(event)),
                     Err(why) => {
                         backplane.invalid_entries.fetch_add(1, Relaxed);
                         invalid_logged += 1;
@@ -114,7 +115,7 @@ pub fn run(shared: Arc<Shared>) {
                 backplane.lag.store(0, Relaxed);
             } else if last_lag_check.elapsed() >= Duration::from_secs(1) {
                 last_lag_check = Instant::now();
-                if let Ok(behind) = count_after(&mut conn, &stream, last.unwrap_or_default()) {
+                if let Ok(behind) = count_after(&mut conn, stream, last.unwrap_or_default()) {
                     backplane.lag.store(behind, Relaxed);
                 }
             }
@@ -122,35 +123,36 @@ pub fn run(shared: Arc<Shared>) {
     }
 }
 
-fn encode(entry: &Entry, id: EventId) -> Result<Event, crate::publish::PublishError> {
-    let mut event = entry.publication()?.encode();
+fn encode(entry: &Entry, id: EventId) -> Result<Event, ssehub_protocol::publish::PublishError> {
+    let mut event = Event::from_publication(&entry.publication()?);
     event.set_id(id);
     Ok(event)
 }
 
 /// Hands an event to the workers, waiting while their queues are full.
-fn push(shared: &Shared, event: Arc<Event>) {
-    while shared.bus.push_sequenced(Arc::clone(&event)).is_err() {
-        if shared.shutdown.load(SeqCst) {
+fn push(bus: &Bus, shutdown: &AtomicBool, event: Arc<Event>) {
+    while bus.push_sequenced(Arc::clone(&event)).is_err() {
+        if shutdown.load(SeqCst) {
             return;
         }
         thread::sleep(Duration::from_millis(1));
     }
 }
 
-fn sleep_unless_shutdown(shared: &Shared, wait: Duration) {
+fn sleep_unless_shutdown(shutdown: &AtomicBool, wait: Duration) {
     let until = Instant::now() + wait;
-    while Instant::now() < until && !shared.shutdown.load(SeqCst) {
+    while Instant::now() < until && !shutdown.load(SeqCst) {
         thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
     }
 }
 
 /// Decides where to read from after (re)connecting.
 fn position(conn: &mut Connection, stream: &str, last: Option<EventId>) -> RedisResult<Position> {
-    let info: Option<StreamInfo> = match redis::cmd("XINFO").arg("STREAM").arg(stream).query::<Value>(conn) {
-        Ok(value) => Some(entry::stream_info(&value)),
-        Err(error) if error.to_string().contains("no such key") => None,
-        Err(error) => return Err(error),
+    // TYPE first: XINFO on a missing key is an error, told apart only by its text.
+    let kind: String = redis::cmd("TYPE").arg(stream).query(conn)?;
+    let info: Option<StreamInfo> = match kind.as_str() {
+        "none" => None,
+        _ => Some(entry::stream_info(&redis::cmd("XINFO").arg("STREAM").arg(stream).query::<Value>(conn)?)),
     };
     Ok(match (last, info) {
         // First start: from the head (or the beginning of a stream yet to be created).

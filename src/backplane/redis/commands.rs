@@ -13,13 +13,15 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisResult, Value};
+use ssehub_core::backplane::{PublishFailure, ReplayRequest, Reply};
+use ssehub_core::bus::Bus;
+use ssehub_core::history::Gap;
+use ssehub_core::{Event, EventId};
+use ssehub_protocol::publish::Publication;
 
 use super::entry::{self, Entry};
-use super::{Backplane, COMMAND_TIMEOUT, Reply, Request, connect};
-use crate::event::{Event, EventId};
-use crate::publish::Publication;
-use crate::reactor::Shared;
-use crate::sse::Gap;
+use super::{COMMAND_TIMEOUT, Command, Status, connect};
+use crate::settings::ClusterSettings;
 
 /// Entries one range read may look at, newest first, before it stops.
 const SCAN_LIMIT: usize = 200_000;
@@ -27,16 +29,21 @@ const PAGE: usize = 256;
 /// After a failure, how long to refuse before trying Redis again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
 
+/// The command thread's connection to Redis.
 struct Link {
+    /// Where Redis is.
     url: String,
+    /// The connection, while it works.
     conn: Option<Connection>,
+    /// When the last command failed.
     failed_at: Option<Instant>,
-    generation: u64, // the follower's reconnect count when `conn` was made
+    /// The follower's reconnect count when `conn` was made.
+    generation: u64,
 }
 
 impl Link {
     /// Runs `work` on a live connection; on any error drops the connection.
-    fn with<T>(&mut self, backplane: &Backplane, work: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Option<T> {
+    fn with<T>(&mut self, backplane: &Status, work: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Option<T> {
         let up = backplane.is_up();
         let generation = backplane.reconnects.load(Relaxed);
         if generation != self.generation {
@@ -72,23 +79,21 @@ impl Link {
 }
 
 /// Runs until every worker is gone.
-pub fn run(shared: Arc<Shared>, requests: Receiver<Request>) {
-    let Some(cluster) = &shared.cluster else { return };
-    let config = &shared.config;
-    let stream = config.redis_stream.as_str();
-    let mut link = Link { url: config.redis.clone().unwrap_or_default(), conn: None, failed_at: None, generation: 0 };
-    for request in requests {
-        let backplane = &cluster.backplane;
-        match request {
-            Request::Publish { worker, key, stamp, publications } => {
-                let ids = link.with(backplane, |conn| publish(conn, stream, config.redis_maxlen, &publications));
-                shared.bus.reply(worker, Reply::Published { key, stamp, ids });
+pub fn run(settings: &ClusterSettings, status: &Status, bus: &Bus, commands: Receiver<Command>) {
+    let stream = settings.stream.as_str();
+    let mut link = Link { url: settings.url.clone(), conn: None, failed_at: None, generation: 0 };
+    for command in commands {
+        match command {
+            Command::Publish { origin, publications } => {
+                let ids = link.with(status, |conn| publish(conn, stream, settings.maxlen, &publications));
+                let outcome = ids.ok_or(PublishFailure::Unavailable("the cluster backplane (Redis) failed"));
+                bus.reply(origin.worker, Reply::Published { key: origin.key, stamp: origin.stamp, outcome });
             }
-            Request::Replay { worker, key, stamp, topics, after, upto, history } => {
+            Command::Replay { origin, request } => {
                 let (gap, events) = link
-                    .with(backplane, |conn| replay(conn, stream, &topics, after, upto, history))
+                    .with(status, |conn| replay(conn, stream, &request))
                     .unwrap_or((Some(Gap::Unavailable), Vec::new()));
-                shared.bus.reply(worker, Reply::Replayed { key, stamp, gap, events });
+                bus.reply(origin.worker, Reply::Replayed { key: origin.key, stamp: origin.stamp, gap, events });
             }
         }
     }
@@ -117,14 +122,9 @@ fn publish(
 
 /// What a client resuming from `after` missed, read newest first from `upto`
 /// down, at most `history` events per topic, then put back in order.
-fn replay(
-    conn: &mut Connection,
-    stream: &str,
-    topics: &[String],
-    after: Option<EventId>,
-    upto: EventId,
-    history: usize,
-) -> RedisResult<(Option<Gap>, Vec<Arc<Event>>)> {
+fn replay(conn: &mut Connection, stream: &str, request: &ReplayRequest) -> RedisResult<(Option<Gap>, Vec<Arc<Event>>)> {
+    let ReplayRequest { topics, after, upto, history } = request;
+    let (after, upto, history) = (*after, *upto, *history);
     let first: Value = redis::cmd("XRANGE").arg(stream).arg("-").arg("+").arg("COUNT").arg(1).query(conn)?;
     let first = entry::range_entries(&first).first().and_then(Entry::event_id);
     let gap = match (after, first) {
@@ -155,7 +155,7 @@ fn replay(
                 }
             }
             if wanted {
-                let mut event = publication.encode();
+                let mut event = Event::from_publication(&publication);
                 event.set_id(id);
                 kept.push(Arc::new(event));
             }

@@ -427,7 +427,7 @@ fn form_decode(v: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::SseParser;
+    use ssehub_protocol::sse::SseParser;
 
     #[test]
     fn frames_from_form_and_raw_bodies() {

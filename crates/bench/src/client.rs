@@ -34,10 +34,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::cause::{Cause, CauseCounts};
 use crate::http::{self, BodyDecoder, HeadBuffer};
 use crate::payload;
-use crate::sse::{Event as SseEvent, SseParser};
 use crate::stats::{self, LossStats, Outcome, Seen, SubscriberTrack};
 use crate::sys;
 use crate::template::{Template, Vars};
+use ssehub_protocol::sse::parse::{Event as SseEvent, SseParser};
 
 const WAKER: Token = Token(usize::MAX);
 const READ_BUF: usize = 64 * 1024;

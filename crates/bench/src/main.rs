@@ -17,7 +17,6 @@
 //! `report`/`progress` (output), `cause` (failure buckets), `floor`.
 
 mod cause;
-mod chunked;
 mod client;
 mod config;
 mod floor;
@@ -29,7 +28,6 @@ mod progress;
 mod publisher;
 mod report;
 mod scenario;
-mod sse;
 mod stats;
 mod sys;
 mod template;
@@ -67,6 +65,7 @@ enum Command {
     Presets,
 }
 
+/// What a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
@@ -84,6 +83,7 @@ pub enum Scenario {
     Soak,
 }
 
+/// `ssehub-bench run`: the flags of one load run.
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Scenario to run.
@@ -188,6 +188,7 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
+/// `ssehub-bench floor`: the minimal fan-out server's flags.
 #[derive(Args, Debug)]
 pub struct FloorArgs {
     /// Address to listen on.

@@ -6,54 +6,36 @@
 //! ignored; `id` in particular never becomes the SSE id: the entry id is.
 
 use redis::Value;
-use serde_json::Value as Json;
-
-use crate::event::{EventId, parse_u64};
-use crate::publish::{self, Publication, PublishError};
-use crate::query::add_topic;
+use ssehub_core::EventId;
+use ssehub_protocol::id::parse_u64;
+use ssehub_protocol::publish::{self, Fields, Publication, PublishError};
 
 /// One entry as Redis returned it: its id and its fields in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The entry id, `<ms>-<seq>`.
     pub id: String,
+    /// Its fields, in order.
     pub fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Entry {
+    /// The entry id as an event id.
     pub fn event_id(&self) -> Option<EventId> {
         EventId::parse(self.id.as_bytes())
     }
 
-    /// The publication this entry describes, or why it is refused.
+    /// The publication this entry describes, or why it is refused: the
+    /// rules of an HTTP publish ([`Fields`]), or the JSON publish object.
     pub fn publication(&self) -> Result<Publication, PublishError> {
         if let Some((_, json)) = self.fields.iter().find(|(name, _)| name == b"json") {
-            return match serde_json::from_slice(json) {
-                Ok(Json::Object(object)) => publish::from_object(&object),
-                Ok(_) => Err(PublishError::Invalid("json must hold one publish object")),
-                Err(_) => Err(PublishError::Invalid("malformed JSON")),
-            };
+            return publish::decode_json_object(json);
         }
-        let text = |value: &[u8]| String::from_utf8(value.to_vec()).map_err(|_| PublishError::Invalid("not UTF-8"));
-        let (mut topics, mut data, mut event, mut retry) = (Vec::new(), None, None, None);
+        let mut fields = Fields::default();
         for (name, value) in &self.fields {
-            match &name[..] {
-                b"topic" => add_topic(&mut topics, text(value)?)?,
-                b"data" => {
-                    publish::once(&data, "data given more than once")?;
-                    data = Some(text(value)?);
-                }
-                b"event" => {
-                    publish::once(&event, "event given more than once")?;
-                    event = Some(text(value)?);
-                }
-                b"retry" => {
-                    publish::once(&retry, "retry given more than once")?;
-                    retry = Some(parse_u64(value).ok_or(PublishError::Invalid(publish::RETRY_INVALID))?);
-                }
-                _ => {}
-            }
+            fields.set(name, value)?;
         }
-        Publication::check(topics, data, event, retry)
+        fields.finish()
     }
 }
 
@@ -127,11 +109,15 @@ pub fn read_entries(value: &Value) -> Vec<Entry> {
 /// What `XINFO STREAM` says about the stream's ends.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StreamInfo {
+    /// The id the stream last issued (even if since trimmed or deleted).
     pub last_generated: EventId,
+    /// The oldest entry still in the stream.
     pub first_entry: Option<EventId>,
+    /// Entries ever added.
     pub entries_added: u64,
 }
 
+/// Reads an `XINFO STREAM` reply.
 pub fn stream_info(value: &Value) -> StreamInfo {
     let mut info = StreamInfo::default();
     let flat = items(value).unwrap_or_default();

@@ -1,0 +1,302 @@
+//! The application: what each request means. It sees a parsed request and
+//! what is known about its connection, and answers by writing a response or
+//! by asking for a stream; it never touches a socket, a slab or a deadline
+//! (the reactor and `streams` do), as `HttpService::call(req, &mut rsp)`
+//! sits between may_minihttp's connection loop and the app.
+//!
+//! Two moments per request: [`admit`] on the head, before any body is read
+//! (route, method, authorization, `100 Continue`; a subscribe's topics are
+//! parsed and authorized here, so nothing is subscribed for a request that
+//! will be refused), and [`respond`] once it is complete.
+
+use ssehub_core::EventId;
+use ssehub_core::backplane::{Origin, PublishFailure, Submitted};
+use ssehub_protocol::http::response::CONTINUE;
+use ssehub_protocol::http::{BodyKind, Method, Request};
+use ssehub_protocol::publish::{self, PublishError};
+use ssehub_protocol::query::{self, Subscribe};
+
+use crate::auth::Credentials;
+use crate::conn::Awaiting;
+use crate::metrics::{self, Globals};
+use crate::reactor::Shared;
+use crate::response::{HttpError, write_cors, write_head};
+
+/// The paths the hub serves.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /events`: subscribe.
+    Events,
+    /// `POST /publish`.
+    Publish,
+    /// `GET /healthz`: liveness.
+    Healthz,
+    /// `GET /readyz`: readiness for load balancers.
+    Readyz,
+    /// `GET /metrics`: Prometheus text.
+    Metrics,
+    /// Anything else: 404.
+    Unknown,
+}
+
+/// The route of a request path.
+pub fn route(path: &[u8]) -> Route {
+    match path {
+        b"/events" => Route::Events,
+        b"/publish" => Route::Publish,
+        b"/healthz" => Route::Healthz,
+        b"/readyz" => Route::Readyz,
+        b"/metrics" => Route::Metrics,
+        _ => Route::Unknown,
+    }
+}
+
+/// What the application knows about the connection a request came on.
+#[derive(Copy, Clone, Debug)]
+pub struct Peer {
+    /// The request's origin: worker, slot and stamp (for backplane answers).
+    pub origin: Origin,
+    /// The peer address is loopback.
+    pub loopback: bool,
+    /// Accepted past `--max-connections`.
+    pub over_limit: bool,
+}
+
+/// What [`admit`] decided about a head.
+#[derive(Debug)]
+pub enum Admission {
+    /// Read the body (if any), then [`respond`].
+    Proceed,
+    /// A subscribe, parsed and authorized: [`respond`] gets it back.
+    Subscribe(Box<Subscribe>),
+}
+
+/// How a complete request was answered.
+#[derive(Debug)]
+pub enum Answer {
+    /// A complete response was written; the connection may carry more requests.
+    Done,
+    /// A response was written; close once it is out.
+    Close,
+    /// Refused: answer with the error and close.
+    Fail(HttpError),
+    /// Turn the connection into an event stream.
+    Stream(StreamStart),
+    /// The backplane answers later; nothing else happens on the connection until then.
+    Pending(Awaiting),
+}
+
+/// A subscribe that passed every check.
+#[derive(Debug)]
+pub struct StreamStart {
+    /// Topics and the query's `lastEventId`.
+    pub subscribe: Box<Subscribe>,
+    /// The id to resume after (the header wins over the query), raw.
+    pub resume: Option<Vec<u8>>,
+    /// The CORS origin to answer with.
+    pub cors: Option<String>,
+}
+
+/// The CORS origin to answer `request` with, if allowed.
+pub fn cors(shared: &Shared, request: &Request<'_>) -> Option<String> {
+    shared.settings.cors.allow(request.header("origin")).map(str::to_owned)
+}
+
+/// Decides on a head before its body is read; writes `100 Continue` into `out` when due.
+pub fn admit(shared: &Shared, request: &Request<'_>, peer: &Peer, out: &mut Vec<u8>) -> Result<Admission, HttpError> {
+    let head = request.head;
+    for field in ["last-event-id", "authorization", "origin", "content-type"] {
+        if request.unique_header(field).is_err() {
+            return Err(HttpError::BadRequest(duplicate_message(field)));
+        }
+    }
+    let route = route(request.path());
+    let allowed = match route {
+        Route::Events => matches!(head.method, Method::Get | Method::Options),
+        Route::Publish => matches!(head.method, Method::Post | Method::Options),
+        Route::Healthz | Route::Readyz | Route::Metrics => head.method == Method::Get,
+        Route::Unknown => return Err(HttpError::NotFound),
+    };
+    if !allowed {
+        return Err(HttpError::MethodNotAllowed(match route {
+            Route::Events => "GET, OPTIONS",
+            Route::Publish => "POST, OPTIONS",
+            _ => "GET",
+        }));
+    }
+    let credentials = Credentials { authorization: request.header("authorization"), loopback: peer.loopback };
+    match (route, head.method) {
+        (Route::Publish, Method::Post) => {
+            shared.authorizer.publish(&credentials)?;
+            if peer.over_limit {
+                return Err(HttpError::Unavailable("too many connections"));
+            }
+            if head.expect_continue && head.http11 && head.body != BodyKind::None {
+                out.extend_from_slice(CONTINUE);
+            }
+            Ok(Admission::Proceed)
+        }
+        (Route::Events, Method::Get) => {
+            let subscribe = query::parse_subscribe(request.query().unwrap_or_default())
+                .map_err(|error| HttpError::BadRequest(error.detail()))?;
+            shared.authorizer.subscribe(&credentials, &subscribe.topics)?;
+            Ok(Admission::Subscribe(Box::new(subscribe)))
+        }
+        _ => Ok(Admission::Proceed),
+    }
+}
+
+fn duplicate_message(field: &str) -> &'static str {
+    match field {
+        "last-event-id" => "duplicate Last-Event-ID",
+        "authorization" => "duplicate Authorization",
+        "origin" => "duplicate Origin",
+        _ => "duplicate Content-Type",
+    }
+}
+
+/// Answers a complete request, writing any response into `out`.
+pub fn respond(
+    shared: &Shared,
+    request: &Request<'_>,
+    peer: &Peer,
+    admitted: Option<Box<Subscribe>>,
+    out: &mut Vec<u8>,
+) -> Answer {
+    let head = request.head;
+    let keep_alive = head.keep_alive;
+    let text = "text/plain; charset=utf-8";
+    match (route(request.path()), head.method) {
+        (Route::Events, Method::Get) => {
+            let Some(subscribe) = admitted else { return Answer::Fail(HttpError::BadRequest("not admitted")) };
+            // The header wins: a browser sends it on reconnect with the latest
+            // id, while a `lastEventId` in the URL still holds the first one.
+            let resume = match request.header("last-event-id").filter(|id| !id.is_empty()) {
+                Some(id) => Some(id.to_vec()),
+                None => subscribe.last_event_id.clone(),
+            };
+            Answer::Stream(StreamStart { subscribe, resume, cors: cors(shared, request) })
+        }
+        (Route::Publish, Method::Post) => publish(shared, request, peer, out),
+        (_, Method::Options) => {
+            preflight(out, cors(shared, request).as_deref(), keep_alive);
+            Answer::Done
+        }
+        (Route::Healthz, _) => {
+            let body = match shared.backplane.down_reason() {
+                Some(why) => format!("degraded: {why}\n"),
+                None => "ok\n".to_owned(),
+            };
+            reply(out, 200, text, body.as_bytes(), keep_alive, cors(shared, request).as_deref())
+        }
+        (Route::Readyz, _) => {
+            let cors = cors(shared, request);
+            match shared.backplane.down_reason() {
+                Some(why) => {
+                    reply(out, 503, text, format!("not ready: {why}\n").as_bytes(), keep_alive, cors.as_deref())
+                }
+                None => reply(out, 200, text, b"ready\n", keep_alive, cors.as_deref()),
+            }
+        }
+        (Route::Metrics, _) => {
+            let globals = Globals {
+                events_published: shared.bus.published(),
+                max_connections: shared.settings.reactor.max_connections,
+                backplane: shared.backplane.metrics(),
+            };
+            let body = metrics::render(&shared.stats, &globals);
+            let content_type = "text/plain; version=0.0.4; charset=utf-8";
+            reply(out, 200, content_type, body.as_bytes(), keep_alive, cors(shared, request).as_deref())
+        }
+        _ => Answer::Fail(HttpError::NotFound),
+    }
+}
+
+/// Writes a complete response.
+fn reply(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+    cors: Option<&str>,
+) -> Answer {
+    write_head(out, status, content_type, body.len(), keep_alive, cors);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    Answer::Done
+}
+
+fn preflight(out: &mut Vec<u8>, cors: Option<&str>, keep_alive: bool) {
+    out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
+    write_cors(out, cors);
+    out.extend_from_slice(
+        b"Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n\
+          Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID\r\n\
+          Access-Control-Max-Age: 86400\r\n",
+    );
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn publish(shared: &Shared, request: &Request<'_>, peer: &Peer, out: &mut Vec<u8>) -> Answer {
+    let publications = match publish::decode(request.header("content-type"), request.body()) {
+        Ok(publications) => publications,
+        Err(PublishError::MediaType) => return Answer::Fail(HttpError::UnsupportedMediaType),
+        Err(PublishError::Invalid(why)) => return Answer::Fail(HttpError::BadRequest(why)),
+    };
+    match shared.backplane.publish(peer.origin, publications) {
+        Submitted::Published(ids) => {
+            let cors = cors(shared, request);
+            write_published(out, &ids, request.head.keep_alive, cors.as_deref());
+            Answer::Done
+        }
+        Submitted::Pending => {
+            Answer::Pending(Awaiting { keep_alive: request.head.keep_alive, cors: cors(shared, request) })
+        }
+        Submitted::Failed(failure) => Answer::Fail(publish_failure(failure)),
+    }
+}
+
+/// The refusal a failed publish is answered with.
+pub fn publish_failure(failure: PublishFailure) -> HttpError {
+    match failure {
+        PublishFailure::Unavailable(why) => HttpError::Unavailable(why),
+    }
+}
+
+/// The publish answer: `200`, one id per line.
+pub fn write_published(out: &mut Vec<u8>, ids: &[EventId], keep_alive: bool, cors: Option<&str>) {
+    let mut body = String::with_capacity(ids.len() * 24);
+    for id in ids {
+        body.push_str(&id.to_string());
+        body.push('\n');
+    }
+    write_head(out, 200, "text/plain; charset=utf-8", body.len(), keep_alive, cors);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_exact_paths() {
+        let cases: &[(&[u8], Route)] = &[
+            (b"/events", Route::Events),
+            (b"/publish", Route::Publish),
+            (b"/healthz", Route::Healthz),
+            (b"/readyz", Route::Readyz),
+            (b"/metrics", Route::Metrics),
+            (b"/events/", Route::Unknown),
+            (b"/", Route::Unknown),
+            (b"*", Route::Unknown),
+        ];
+        for (path, want) in cases {
+            assert_eq!(route(path), *want, "{:?}", String::from_utf8_lossy(path));
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Cluster mode (`--redis`): many nodes behave as one hub by following one
+//! Redis stream, the sequencer and shared history of every event.
+//!
+//! Two threads per node talk to Redis; a worker never does:
+//!
+//! - the **follower** ([`follower`]) reads the stream with a blocking `XREAD`
+//!   from the last id it handed over, checks each entry as an HTTP publish
+//!   would be checked, encodes it once with its stream id and gives it to
+//!   every worker through the bus. Workers cannot tell a local publish from a
+//!   remote one. After a Redis outage it continues from that id, so nothing
+//!   published meanwhile is lost; if the stream was reset it sends every
+//!   subscriber an `ssehub-gap` first.
+//! - the **command thread** ([`commands`]) runs what workers ask for:
+//!   `XADD` for publishes (the answer waits for Redis's ids) and range reads
+//!   for clients resuming from ids older than this node's memory. Answers go
+//!   back through the worker's inbox as neutral [`Reply`] values.
+//!
+//! Workers see all of it through [`Cluster`], an implementation of the core's
+//! [`Backplane`] seam; nothing here knows a worker's types.
+
+pub mod commands;
+pub mod entry;
+pub mod follower;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use ssehub_core::EventId;
+use ssehub_core::backplane::{Backplane, Catchup, Metric, Origin, PublishFailure, ReplayRequest, Submitted};
+use ssehub_core::bus::{Bus, unix_ms};
+use ssehub_core::history::Gap;
+use ssehub_protocol::publish::Publication;
+
+use crate::settings::ClusterSettings;
+
+/// How long connecting to Redis may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one Redis command may take before the node calls Redis unreachable.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait between reconnection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What a worker asks the command thread.
+#[derive(Debug)]
+pub enum Command {
+    /// `XADD` each publication, in order, in one pipelined round trip.
+    Publish {
+        /// Who to answer.
+        origin: Origin,
+        /// What to append.
+        publications: Vec<Publication>,
+    },
+    /// Read what a resuming client missed from the stream.
+    Replay {
+        /// Who to answer.
+        origin: Origin,
+        /// What to read.
+        request: ReplayRequest,
+    },
+}
+
+/// What every part of a node can see of its link to Redis.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// The follower is connected and reading.
+    up: AtomicBool,
+    /// Successful reconnections after a failure.
+    pub reconnects: AtomicU64,
+    /// Stream entries read.
+    pub entries_read: AtomicU64,
+    /// Entries skipped because an HTTP publish would have been refused.
+    pub invalid_entries: AtomicU64,
+    /// Entries behind the stream head, as last measured.
+    pub lag: AtomicU64,
+    /// This node has every event after this id.
+    floor: Mutex<EventId>,
+}
+
+impl Status {
+    /// True while the follower is connected and reading.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Relaxed);
+    }
+
+    /// Ids after this are all in (or on their way into) this node's memory;
+    /// a client resuming from an older id is served from the stream.
+    pub fn floor(&self) -> EventId {
+        *self.floor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_floor(&self, id: EventId) {
+        *self.floor.lock().unwrap_or_else(|p| p.into_inner()) = id;
+    }
+}
+
+/// Cluster mode as the workers' backplane.
+pub struct Cluster {
+    /// To the command thread.
+    commands: Sender<Command>,
+    /// The link's state, shared with the threads.
+    status: Arc<Status>,
+}
+
+/// What [`Cluster::new`] hands to [`Cluster::start`].
+pub struct Threads {
+    /// The command thread's queue.
+    commands: Receiver<Command>,
+    /// The link's state.
+    status: Arc<Status>,
+    /// Where to connect and what to follow.
+    settings: ClusterSettings,
+}
+
+impl Cluster {
+    /// Checks the URL; the threads start with [`Cluster::start`].
+    pub fn new(settings: ClusterSettings) -> io::Result<(Cluster, Threads)> {
+        redis::Client::open(settings.url.as_str())
+            .map_err(|e| io::Error::other(format!("--redis {:?}: {e}", settings.url)))?;
+        let (commands, receiver) = mpsc::channel();
+        let status = Arc::new(Status::default());
+        log::info!("cluster mode: following stream {:?}", settings.stream);
+        Ok((Cluster { commands, status: Arc::clone(&status) }, Threads { commands: receiver, status, settings }))
+    }
+
+    /// Starts the follower and the command thread.
+    pub fn start(threads: Threads, bus: Arc<Bus>, shutdown: Arc<AtomicBool>) -> io::Result<()> {
+        let Threads { commands, status, settings } = threads;
+        {
+            let (settings, status, bus) = (settings.clone(), Arc::clone(&status), Arc::clone(&bus));
+            thread::Builder::new()
+                .name("ssehub-follower".into())
+                .spawn(move || follower::run(&settings, &status, &bus, &shutdown))?;
+        }
+        thread::Builder::new()
+            .name("ssehub-redis".into())
+            .spawn(move || commands::run(&settings, &status, &bus, commands))?;
+        Ok(())
+    }
+}
+
+impl Backplane for Cluster {
+    fn publish(&self, origin: Origin, publications: Vec<Publication>) -> Submitted {
+        // The stream assigns the ids; the answer comes once Redis has them.
+        if !self.status.is_up() {
+            return Submitted::Failed(PublishFailure::Unavailable("the cluster backplane (Redis) is unreachable"));
+        }
+        match self.commands.send(Command::Publish { origin, publications }) {
+            Ok(()) => Submitted::Pending,
+            Err(_) => Submitted::Failed(PublishFailure::Unavailable("the cluster backplane is stopping")),
+        }
+    }
+
+    fn catchup(&self, after: Option<EventId>, missed: bool) -> Catchup {
+        // An id older than what this node has followed is read from the
+        // stream, so a client resumes on any node without a false gap.
+        match after {
+            None => Catchup::Memory(Some(Gap::Unparseable)),
+            Some(id) if id < self.status.floor() || missed => Catchup::Log,
+            Some(_) => Catchup::Memory(None),
+        }
+    }
+
+    fn replay(&self, origin: Origin, request: ReplayRequest) -> bool {
+        self.commands.send(Command::Replay { origin, request }).is_ok()
+    }
+
+    fn replay_upto(&self, last_accepted: EventId) -> EventId {
+        last_accepted.max(self.status.floor())
+    }
+
+    fn down_reason(&self) -> Option<&'static str> {
+        (!self.status.is_up()).then_some("redis unreachable")
+    }
+
+    fn metrics(&self) -> Vec<Metric> {
+        let status = &self.status;
+        let load = |counter: &AtomicU64| counter.load(Relaxed);
+        vec![
+            Metric {
+                name: "backplane_up",
+                kind: "gauge",
+                help: "1 while the Redis stream is being followed.",
+                value: u64::from(status.is_up()),
+            },
+            Metric {
+                name: "backplane_reconnects_total",
+                kind: "counter",
+                help: "Reconnections to Redis after a failure.",
+                value: load(&status.reconnects),
+            },
+            Metric {
+                name: "backplane_lag_entries",
+                kind: "gauge",
+                help: "Stream entries not yet read, as last measured.",
+                value: load(&status.lag),
+            },
+            Metric {
+                name: "backplane_entries_read_total",
+                kind: "counter",
+                help: "Stream entries read.",
+                value: load(&status.entries_read),
+            },
+            Metric {
+                name: "backplane_invalid_entries_total",
+                kind: "counter",
+                help: "Stream entries skipped because an HTTP publish would have been refused.",
+                value: load(&status.invalid_entries),
+            },
+        ]
+    }
+}
+
+/// Exponential backoff with jitter, capped at [`MAX_BACKOFF`].
+pub(crate) struct Backoff {
+    /// The current step.
+    next: Duration,
+    /// Jitter state.
+    seed: u64,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Backoff { next: Duration::from_millis(100), seed: unix_ms() | 1 }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+
+    /// The next wait: between half and all of the current step, which then doubles.
+    pub(crate) fn next_wait(&mut self) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let step = self.next.as_millis() as u64;
+        let wait = Duration::from_millis(step / 2 + self.seed % (step / 2 + 1));
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        wait
+    }
+}
+
+/// Connects with the node's timeouts.
+pub(crate) fn connect(url: &str, read_timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(url)?;
+    let connection = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+    connection.set_read_timeout(Some(read_timeout))?;
+    connection.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+    Ok(connection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<Duration> = (0..10).map(|_| backoff.next_wait()).collect();
+        assert!(waits[0] >= Duration::from_millis(50) && waits[0] <= Duration::from_millis(100));
+        assert!(waits.iter().all(|w| *w <= MAX_BACKOFF));
+        assert!(waits[9] >= MAX_BACKOFF / 2, "reaches the cap: {waits:?}");
+        backoff.reset();
+        assert!(backoff.next_wait() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,109 @@
+//! What each subsystem needs to know, built once from the command line.
+//!
+//! No subsystem reads the clap [`crate::config::Config`]: the reactor, the
+//! streams, the request reader, auth, CORS and the backplane each get a small
+//! struct here (as `http::Limits` does for the reader), so a subsystem's
+//! inputs are visible in one place and tests can build them without a CLI.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ssehub_protocol::http::Limits;
+
+/// Everything, grouped by subsystem.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own loop and listener.
+    pub workers: usize,
+    /// The event loop and connection lifecycle.
+    pub reactor: ReactorSettings,
+    /// Event streams.
+    pub streams: StreamSettings,
+    /// What the request reader enforces.
+    pub limits: Limits,
+    /// Who may publish.
+    pub auth: AuthSettings,
+    /// Cross-origin responses.
+    pub cors: Cors,
+    /// Cluster mode (`--redis`), if on.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// The event loop and connection lifecycle.
+#[derive(Clone, Debug)]
+pub struct ReactorSettings {
+    /// Time a request may take from its first byte; idle connections close after it.
+    pub header_timeout: Duration,
+    /// Open connections before new ones are turned away.
+    pub max_connections: usize,
+    /// Time to flush and finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// Event streams.
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    /// Between heartbeat comments (zero: none).
+    pub heartbeat: Duration,
+    /// The initial `retry:` sent to clients, in milliseconds.
+    pub retry_ms: u64,
+    /// Frames a subscriber may fall behind before it is dropped.
+    pub max_backlog: usize,
+    /// Events retained per topic for resumes.
+    pub history: usize,
+}
+
+/// Who may publish.
+#[derive(Clone, Debug, Default)]
+pub struct AuthSettings {
+    /// `--publish-token`: a bearer token that allows publishing.
+    pub publish_token: Option<String>,
+}
+
+/// The `--cors-origin` list.
+#[derive(Clone, Debug, Default)]
+pub struct Cors {
+    /// Allowed origins; `*` allows any.
+    pub origins: Vec<String>,
+}
+
+impl Cors {
+    /// The `Access-Control-Allow-Origin` value for a request's `Origin`, if allowed.
+    pub fn allow<'a>(&'a self, origin: Option<&'a [u8]>) -> Option<&'a str> {
+        if self.origins.iter().any(|o| o == "*") {
+            return Some("*");
+        }
+        let origin = std::str::from_utf8(origin?).ok()?;
+        self.origins.iter().find(|o| *o == origin).map(String::as_str)
+    }
+}
+
+/// Cluster mode: many nodes following one Redis stream.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// `redis://[user:pass@]host:port[/db]`.
+    pub url: String,
+    /// The stream every node follows.
+    pub stream: String,
+    /// Approximate length the stream is trimmed to on publish.
+    pub maxlen: u64,
+    /// Events per topic a replay from the stream returns at most (`--history`).
+    pub history: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_allows_listed_origins_or_any() {
+        let mut cors = Cors { origins: vec!["https://a".into(), "https://b".into()] };
+        assert_eq!(cors.allow(Some(b"https://b")), Some("https://b"));
+        assert_eq!(cors.allow(Some(b"https://c")), None);
+        assert_eq!(cors.allow(None), None);
+        cors.origins = vec!["*".into()];
+        assert_eq!(cors.allow(None), Some("*"));
+    }
+}

@@ -1,0 +1,331 @@
+//! Event streams: turning a connection into a subscriber (with its replay),
+//! heartbeats, flushing a slow subscriber's backlog, backplane replies, and
+//! the bridge between the fan-out core and this worker's connections and
+//! driver ([`WorkerStreams`]).
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use slab::Slab;
+use ssehub_core::backplane::{Catchup, Origin, ReplayRequest, Reply};
+use ssehub_core::fanout::{Closing, Streams, Write as FrameWrite};
+use ssehub_core::history::Gap;
+use ssehub_core::subscriber::{Backlog, Chunk, Flushed, Subscriber, write_frames};
+use ssehub_core::{Event, EventId};
+use ssehub_protocol::sse::{self, Framing, HEARTBEAT};
+
+use crate::app::{self, StreamStart};
+use crate::conn::{Conn, State};
+use crate::driver::Driver;
+use crate::reactor::{Worker, interrupted, would_block};
+use crate::response::write_cors;
+
+/// The head of every event stream, before CORS and the blank line.
+const EVENT_STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+                                 X-Accel-Buffering: no\r\nConnection: close\r\n";
+/// Bytes a subscriber may send after its request before it is closed.
+const MAX_STREAM_INPUT: u16 = 4096;
+
+/// This worker's connections and driver, as the fan-out core sees them.
+pub(crate) struct WorkerStreams<'a, D: Driver> {
+    /// The connection table.
+    pub(crate) conns: &'a mut Slab<Conn>,
+    /// The driver that performs the writes.
+    pub(crate) driver: &'a mut D,
+}
+
+impl<D: Driver> Streams for WorkerStreams<'_, D> {
+    fn subscriber(&mut self, key: u32) -> Option<&mut Subscriber> {
+        match self.conns.get_mut(key as usize) {
+            Some(Conn { state: State::Subscriber(subscriber), .. }) => Some(subscriber),
+            _ => None,
+        }
+    }
+
+    fn for_each_subscriber(&mut self, each: &mut dyn FnMut(u32, &mut Subscriber)) {
+        for (key, conn) in self.conns.iter_mut() {
+            if let State::Subscriber(subscriber) = &mut conn.state {
+                each(key as u32, subscriber);
+            }
+        }
+    }
+
+    fn write(&mut self, batch: &[Arc<Event>], writes: &mut [FrameWrite]) {
+        let conns: &Slab<Conn> = self.conns;
+        let sock_of = |key: u32| -> Option<&TcpStream> { conns.get(key as usize).map(|c| &c.sock) };
+        self.driver.write_batch(batch, writes, &sock_of);
+    }
+}
+
+/// What a resuming subscriber gets before live events.
+enum Replay {
+    /// From this worker's history: an optional gap notice, then the events.
+    Memory(Option<Gap>, Vec<Arc<Event>>),
+    /// From the backplane's log, after this id.
+    Log(Option<EventId>),
+}
+
+impl<D: Driver> Worker<D> {
+    /// Moves every queued event into history and the fan-out's pending list.
+    pub(crate) fn drain_inbox(&mut self) {
+        let inbox = self.shared.bus.inbox(self.index);
+        while let Some(event) = inbox.pop() {
+            self.fanout.accept(event, &mut self.topics);
+        }
+    }
+
+    /// Writes one slice of the fan-out; closes whom it gave up on.
+    pub(crate) fn fan_out(&mut self) -> bool {
+        let mut streams = WorkerStreams { conns: &mut self.conns, driver: &mut self.driver };
+        let busy = self.fanout.run(&self.topics, &mut streams, &mut self.tally);
+        let closing: Vec<(u32, Closing)> = self.fanout.take_closing().collect();
+        for (key, why) in closing {
+            if why == Closing::SlowConsumer {
+                self.stats().slow_consumers.fetch_add(1, Relaxed);
+                log::debug!("dropping slow subscriber (over --max-backlog {})", self.fanout.max_backlog());
+            }
+            self.close(key as usize);
+        }
+        busy
+    }
+
+    /// Finishes all fan-out work now (used when shutting down).
+    pub(crate) fn fan_out_all(&mut self) {
+        self.drain_inbox();
+        while self.fan_out() {}
+    }
+
+    /// Turns the connection into an event stream: subscribe, replay, then live events.
+    pub(crate) fn start_stream(&mut self, key: usize, start: StreamStart) {
+        let StreamStart { subscribe, resume, cors } = start;
+        let mut head = EVENT_STREAM_HEAD.as_bytes().to_vec();
+        write_cors(&mut head, cors.as_deref());
+        head.extend_from_slice(b"\r\n");
+        let framing = Framing::Plain;
+
+        if self.conns[key].over_limit {
+            // EventSource gives up on a non-200 answer but retries after a closed stream.
+            let retry = self.jittered_retry();
+            head.extend_from_slice(&sse::retry_line(retry));
+            head.push(b'\n');
+            if let State::Exchange(exchange) = &mut self.conns[key].state {
+                exchange.reader.finish();
+                exchange.out.extend_from_slice(&head);
+                exchange.close_after = true;
+            }
+            return self.flush_exchange(key);
+        }
+        head.extend_from_slice(&sse::retry_line(self.shared.settings.streams.retry_ms));
+        head.push(b'\n');
+
+        // Drain the inbox first: then the history holds every event a client
+        // could have seen, and live delivery starts right after it.
+        self.drain_inbox();
+        let plan = self.plan_replay(&subscribe.topics, resume.as_deref());
+        let subs = self.topics.subscribe(key as u32, &subscribe.topics);
+        let stamp = self.timers.new_stamp();
+        let stats = &self.shared.stats[self.index];
+        stats.http.fetch_sub(1, Relaxed);
+        stats.subscribers.fetch_add(1, Relaxed);
+        if resume.is_some() {
+            stats.replays.fetch_add(1, Relaxed);
+        }
+        if matches!(plan, Replay::Memory(Some(_), _)) {
+            stats.gaps.fetch_add(1, Relaxed);
+        }
+        let max_backlog = self.fanout.max_backlog();
+        // Live delivery starts after the newest event in history, or after
+        // the client's own id if this worker has not reached it yet.
+        let resumed_at = resume.as_deref().and_then(EventId::parse).unwrap_or(EventId::ZERO);
+        let live_after = self.fanout.last_accepted().max(resumed_at);
+        let filtered = self.fanout.busy() || live_after > self.fanout.last_accepted();
+        if filtered {
+            self.fanout.filter(key as u32, live_after);
+        }
+        let conn = &mut self.conns[key];
+        conn.stamp = stamp; // retires the request deadline
+        let mut subscriber = Subscriber::new(subs, framing);
+        subscriber.filtered = filtered;
+        match plan {
+            Replay::Memory(None, replay) if replay.is_empty() => {
+                // The common case: no backlog at all, just the head.
+                match write_frames(&mut &conn.sock, std::iter::once(&head[..])) {
+                    Ok(n) if n == head.len() => {}
+                    Ok(n) => {
+                        let mut backlog = Backlog::new(max_backlog);
+                        backlog.push(Chunk::Owned(head[n..].into()));
+                        subscriber.backlog = Some(Box::new(backlog));
+                    }
+                    Err(_) => {
+                        conn.state = State::Subscriber(subscriber);
+                        return self.close(key);
+                    }
+                }
+                conn.state = State::Subscriber(subscriber);
+            }
+            Replay::Memory(gap, replay) => {
+                let mut backlog = Backlog::new(max_backlog + replay.len() + 2);
+                backlog.push(Chunk::Owned(head.into_boxed_slice()));
+                backlog.extend(
+                    gap.map(|gap| Chunk::Static(gap.frame())).into_iter().chain(replay.into_iter().map(Chunk::Event)),
+                );
+                subscriber.backlog = Some(Box::new(backlog));
+                conn.state = State::Subscriber(subscriber);
+                self.flush_subscriber(key);
+            }
+            Replay::Log(after) => {
+                // Older than this node's memory: the backplane reads its log;
+                // live events queue behind the place the replay goes.
+                let mut backlog = Backlog::new(max_backlog + 2);
+                backlog.push(Chunk::Owned(head.into_boxed_slice()));
+                backlog.hold();
+                subscriber.backlog = Some(Box::new(backlog));
+                conn.state = State::Subscriber(subscriber);
+                let request = ReplayRequest {
+                    topics: subscribe.topics,
+                    after,
+                    upto: self.shared.backplane.replay_upto(self.fanout.last_accepted()),
+                    history: self.shared.settings.streams.history,
+                };
+                let origin = Origin { worker: self.index, key: key as u32, stamp };
+                if !self.shared.backplane.replay(origin, request) {
+                    self.release_replay(key, stamp, Some(Gap::Unavailable), Vec::new());
+                }
+                self.flush_subscriber(key);
+            }
+        }
+        let now = self.timers.clock.now();
+        self.timers.heartbeats.arm(now, key as u32, stamp);
+    }
+
+    /// What a resuming client gets before live events: from memory, maybe a
+    /// gap notice, then every retained event of its topics newer than its
+    /// id, in order; or, when the backplane says so, from its log.
+    fn plan_replay(&self, topics: &[String], resume: Option<&[u8]>) -> Replay {
+        let Some(raw) = resume else { return Replay::Memory(None, Vec::new()) };
+        let after = EventId::parse(raw);
+        let known: Vec<_> = topics.iter().filter_map(|name| self.topics.find(name)).collect();
+        let missed = after.is_some_and(|id| known.iter().any(|&t| self.topics.get(t).history.missed(id)));
+        let gap = match self.shared.backplane.catchup(after, missed) {
+            Catchup::Log => return Replay::Log(after),
+            Catchup::Memory(gap) => gap,
+        };
+        let mut events: Vec<Arc<Event>> =
+            known.iter().flat_map(|&t| self.topics.get(t).history.since(after).cloned()).collect();
+        if known.len() > 1 {
+            events.sort_by_key(|e| e.id());
+            events.dedup_by_key(|e| e.id());
+        }
+        Replay::Memory(gap, events)
+    }
+
+    /// Answers from the backplane.
+    pub(crate) fn handle_replies(&mut self) {
+        while let Some(reply) = self.shared.bus.inbox(self.index).pop_reply() {
+            match reply {
+                Reply::Published { key, stamp, outcome } => self.answer_publish(key as usize, stamp, outcome),
+                Reply::Replayed { key, stamp, gap, events } => self.release_replay(key as usize, stamp, gap, events),
+            }
+        }
+    }
+
+    fn answer_publish(
+        &mut self,
+        key: usize,
+        stamp: u32,
+        outcome: Result<Vec<EventId>, ssehub_core::backplane::PublishFailure>,
+    ) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.stamp == stamp) else { return };
+        let State::Exchange(exchange) = &mut conn.state else { return };
+        let Some(awaiting) = exchange.awaiting.take() else { return };
+        match outcome {
+            Ok(ids) => {
+                let keep_alive = awaiting.keep_alive && !exchange.close_after;
+                app::write_published(&mut exchange.out, &ids, keep_alive, awaiting.cors.as_deref());
+                self.process(key); // answers what was pipelined behind it, then writes
+            }
+            Err(failure) => self.fail_with_cors(key, app::publish_failure(failure), awaiting.cors),
+        }
+    }
+
+    /// Puts a replay read from the log in front of the live events queued meanwhile.
+    fn release_replay(&mut self, key: usize, stamp: u32, gap: Option<Gap>, events: Vec<Arc<Event>>) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.stamp == stamp) else { return };
+        let State::Subscriber(subscriber) = &mut conn.state else { return };
+        let Some(backlog) = subscriber.backlog.as_mut().filter(|b| b.is_held()) else { return };
+        if gap.is_some() {
+            self.shared.stats[self.index].gaps.fetch_add(1, Relaxed);
+        }
+        backlog
+            .release(gap.map(|gap| Chunk::Static(gap.frame())).into_iter().chain(events.into_iter().map(Chunk::Event)));
+        self.flush_subscriber(key);
+    }
+
+    /// Subscribers should send nothing: notice their close, bound the rest.
+    pub(crate) fn read_subscriber(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            if !matches!(conn.state, State::Subscriber(_)) {
+                return;
+            }
+            match (&conn.sock).read(&mut self.scratch) {
+                Ok(0) => return self.close(key),
+                Ok(n) => {
+                    conn.received = conn.received.saturating_add(n.min(usize::from(u16::MAX)) as u16);
+                    if conn.received > MAX_STREAM_INPUT {
+                        log::debug!("subscriber sent {} bytes after subscribing; closing", conn.received);
+                        return self.close(key);
+                    }
+                }
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) => {}
+                Err(_) => return self.close(key),
+            }
+        }
+    }
+
+    /// Writes a subscriber's backlog; drops it once empty.
+    pub(crate) fn flush_subscriber(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let State::Subscriber(subscriber) = &mut conn.state else { return };
+        let Some(backlog) = &mut subscriber.backlog else { return };
+        match backlog.flush(&mut &conn.sock, subscriber.framing, &mut self.tally) {
+            Ok(Flushed::Blocked) => {}
+            Ok(Flushed::Drained) => {
+                subscriber.backlog = None;
+                if self.shutdown_at.is_some() {
+                    self.close(key);
+                }
+            }
+            Err(e) => {
+                log::debug!("write: {e}");
+                self.close(key);
+            }
+        }
+    }
+
+    /// Writes a heartbeat comment, unless frames are already queued.
+    pub(crate) fn heartbeat(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let State::Subscriber(subscriber) = &mut conn.state else { return };
+        if subscriber.backlog.is_some() {
+            return; // frames are already queued; they keep the stream alive
+        }
+        let frame = HEARTBEAT.bytes(subscriber.framing);
+        match write_frames(&mut &conn.sock, std::iter::once(frame)) {
+            Ok(n) => {
+                self.tally.writes += 1;
+                self.tally.bytes += n as u64;
+                self.shared.stats[self.index].heartbeats.fetch_add(1, Relaxed);
+                if n < frame.len() {
+                    let mut backlog = Backlog::new(self.fanout.max_backlog());
+                    backlog.push(Chunk::Owned(frame[n..].into()));
+                    subscriber.backlog = Some(Box::new(backlog));
+                }
+            }
+            Err(_) => self.close(key),
+        }
+    }
+}
