@@ -105,6 +105,8 @@ class Server:
     burst_budget: int = 1_000_000
     bench_flags: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    # A variant of ssehub (--variant): its binary and extra flags.
+    argv: tuple[str, ...] = ()
 
 
 SERVERS = {
@@ -338,6 +340,8 @@ def port_in_use(port: int) -> bool:
 
 def own_argv(server: Server) -> list[str]:
     listen = f"127.0.0.1:{server.port}"
+    if server.argv:
+        return [server.argv[0], "--listen", listen, "--log", "warn", *server.argv[1:]]
     if server.name == "ssehub":
         return [str(SSEHUB), "--listen", listen, "--log", "warn"]
     return [str(BENCH), "floor", "--listen", listen, "--threads", str(os.cpu_count() or 1), "-q"]
@@ -435,7 +439,7 @@ def redis_pid(server: Server) -> list[int]:
 def serving(server: Server, ctx: Context) -> Iterator[Handle]:
     if port_in_use(server.port):
         raise StartError(f"127.0.0.1:{server.port} is already in use")
-    handle = start_own(server, ctx) if server.name in ("ssehub", "floor") else start_peer(server, ctx)
+    handle = start_own(server, ctx) if server.name in ("ssehub", "floor") or server.argv else start_peer(server, ctx)
     try:
         yield handle
     finally:
@@ -453,7 +457,7 @@ def tail(text: str, lines: int = 5) -> str:
 def run_bench(job: Job, handle: Handle, ctx: Context, sizes: Sizes) -> dict:
     flags = bench_flags(job, sizes)
     argv = [
-        str(BENCH), "run", "--scenario", job.scenario, "--preset", job.server.name,
+        str(BENCH), "run", "--scenario", job.scenario, "--preset", "ssehub" if job.server.argv else job.server.name,
         "--port", str(job.server.port), "-n", str(job.subscribers),
         "--server-pid", ",".join(map(str, handle.pids)), "--json", "-q",
     ]  # fmt: skip
@@ -606,7 +610,7 @@ def new_meta(args: argparse.Namespace, sizes: Sizes, selected: list[Server], job
 
 
 def build(ctx: Context) -> None:
-    argv = ["cargo", "build", "--release", "--bin", "ssehub", "--bin", "ssehub-bench"]
+    argv = ["cargo", "build", "--release", "-p", "ssehub", "-p", "ssehub-bench"]
     ctx.command(argv)
     log("building: " + shlex.join(argv))
     if subprocess.run(argv, cwd=ROOT, check=False).returncode != 0:
@@ -1159,7 +1163,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--report-only", action="store_true", help="run nothing: rebuild summary, chart (and doc) from --out's JSON"
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=BINARY[,FLAG...]",
+        help="also run another ssehub build or flag set as server NAME, e.g. "
+        "before=/tmp/ssehub-old or one-worker=target/release/ssehub,--workers,1 (repeatable)",
+    )
     args = p.parse_args(argv)
+    for i, spec in enumerate(args.variant):
+        name, sep, rest = spec.partition("=")
+        if not sep or not name or not rest or name in SERVERS:
+            p.error(f"--variant {spec!r}: want a new NAME=BINARY[,FLAG...]")
+        binary, *flags = rest.split(",")
+        SERVERS[name] = Server(name, 8100 + i, argv=(str(Path(binary).resolve()), *flags), note=f"`{shlex.join([binary, *flags])}`")
+        if name not in args.servers:
+            args.servers.append(name)
     if args.reps is not None and args.reps < 1:
         p.error("--reps must be at least 1")
     if args.report_only and not args.out:

@@ -15,6 +15,7 @@ use ssehub_protocol::http::response::CONTINUE;
 use ssehub_protocol::http::{BodyKind, Method, Request};
 use ssehub_protocol::publish::{self, PublishError};
 use ssehub_protocol::query::{self, Subscribe};
+use ssehub_protocol::sse::Framing;
 
 use crate::auth::Credentials;
 use crate::conn::Awaiting;
@@ -95,6 +96,8 @@ pub struct StreamStart {
     pub resume: Option<Vec<u8>>,
     /// The CORS origin to answer with.
     pub cors: Option<String>,
+    /// The body framing: chunked for HTTP/1.1, close-delimited for HTTP/1.0.
+    pub framing: Framing,
 }
 
 /// The CORS origin to answer `request` with, if allowed.
@@ -175,7 +178,8 @@ pub fn respond(
                 Some(id) => Some(id.to_vec()),
                 None => subscribe.last_event_id.clone(),
             };
-            Answer::Stream(StreamStart { subscribe, resume, cors: cors(shared, request) })
+            let framing = if request.head.http11 { Framing::Chunked } else { Framing::Plain };
+            Answer::Stream(StreamStart { subscribe, resume, cors: cors(shared, request), framing })
         }
         (Route::Publish, Method::Post) => publish(shared, request, peer, out),
         (_, Method::Options) => {

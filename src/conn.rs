@@ -7,6 +7,10 @@
 //! subscriber costs well under 100 bytes here (see `PERFORMANCE.md`; the
 //! size test below keeps it so).
 //!
+//! A stream the hub ends on purpose (shutdown, a slow consumer dropped)
+//! ends cleanly ([`State::Ending`]): the rest of a begun frame, then the
+//! terminating chunk, so a client can tell it from a crash.
+//!
 //! After an error or a `Connection: close`, a connection lingers
 //! ([`State::Linger`]): its write side is shut so the client sees the response
 //! and the end of the stream, and input is discarded until the client closes
@@ -43,6 +47,12 @@ pub enum State {
     Exchange(Box<Exchange>),
     /// An event stream.
     Subscriber(Subscriber),
+    /// An event stream ending cleanly: writing its last bytes (the rest of
+    /// a begun frame, then the terminating chunk), then closing.
+    Ending {
+        /// Bytes still to write.
+        rest: Vec<u8>,
+    },
     /// Closing: write side shut, input discarded until the peer closes.
     Linger {
         /// Bytes discarded so far.

@@ -31,7 +31,7 @@ use slab::Slab;
 use ssehub_core::backplane::Backplane;
 use ssehub_core::bus::{Bus, unix_ms};
 use ssehub_core::fanout::Fanout;
-use ssehub_core::subscriber::Tally;
+use ssehub_core::subscriber::{Subscriber, Tally};
 use ssehub_core::topics::Topics;
 
 use crate::auth::Authorizer;
@@ -326,6 +326,11 @@ impl<D: Driver> Worker<D> {
                     self.read_subscriber(key);
                 }
             }
+            State::Ending { .. } => {
+                if writable {
+                    self.flush_ending(key);
+                }
+            }
             State::Linger { .. } => {
                 if readable {
                     self.read_linger(key);
@@ -381,27 +386,30 @@ impl<D: Driver> Worker<D> {
     /// close and reconnects at once is not turned away by its old connection.
     pub(crate) fn close(&mut self, key: usize) {
         let Some(conn) = self.conns.try_remove(key) else { return };
-        let stats = &self.shared.stats[self.index];
-        match conn.state {
-            State::Subscriber(subscriber) => {
-                let live = stats.subscribers.fetch_sub(1, Relaxed) as usize - 1;
-                if subscriber.filtered {
-                    self.fanout.forget(key as u32);
-                }
-                let conns = &mut self.conns;
-                self.timers.heartbeats.compact(live, |d| conns.get(d.key as usize).is_some_and(|c| c.stamp == d.stamp));
-                self.topics.unsubscribe(&subscriber.subs, |moved, topic, pos| {
-                    if let Some(Conn { state: State::Subscriber(other), .. }) = conns.get_mut(moved as usize) {
-                        other.subs.set_position(topic, pos);
-                    }
-                });
-            }
-            State::Exchange(_) | State::Linger { .. } => {
-                stats.http.fetch_sub(1, Relaxed);
+        match &conn.state {
+            State::Subscriber(subscriber) => self.retire_subscriber(key, subscriber),
+            State::Exchange(_) | State::Ending { .. } | State::Linger { .. } => {
+                self.shared.stats[self.index].http.fetch_sub(1, Relaxed);
             }
         }
         self.shared.open.fetch_sub(1, Relaxed);
         self.driver.forget(&conn.sock);
+    }
+
+    /// Forgets a subscriber that is leaving slot `key`: its topics, its
+    /// filter, its count; moves the topic-list positions of whoever moved.
+    pub(crate) fn retire_subscriber(&mut self, key: usize, subscriber: &Subscriber) {
+        let live = self.shared.stats[self.index].subscribers.fetch_sub(1, Relaxed) as usize - 1;
+        if subscriber.filtered {
+            self.fanout.forget(key as u32);
+        }
+        let conns = &mut self.conns;
+        self.timers.heartbeats.compact(live, |d| conns.get(d.key as usize).is_some_and(|c| c.stamp == d.stamp));
+        self.topics.unsubscribe(&subscriber.subs, |moved, topic, pos| {
+            if let Some(Conn { state: State::Subscriber(other), .. }) = conns.get_mut(moved as usize) {
+                other.subs.set_position(topic, pos);
+            }
+        });
     }
 
     /// Stops accepting; closes idle connections now and the rest once they
@@ -415,10 +423,10 @@ impl<D: Driver> Worker<D> {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             match &mut self.conns[key].state {
-                State::Subscriber(subscriber) if subscriber.backlog.is_none() => self.close(key),
-                State::Subscriber(_) => {} // closed once its backlog drains
+                State::Subscriber(subscriber) if subscriber.backlog.is_none() => self.end_stream(key),
+                State::Subscriber(_) => {} // ended once its backlog drains
                 State::Exchange(exchange) if exchange.reader.is_idle() && exchange.out.is_empty() => self.close(key),
-                State::Exchange(_) | State::Linger { .. } => {}
+                State::Exchange(_) | State::Ending { .. } | State::Linger { .. } => {}
             }
         }
     }

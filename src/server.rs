@@ -58,10 +58,34 @@ fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Fails if another socket already listens on `addr`. `SO_REUSEPORT` would
+/// let a second ssehub bind the same port without error, and the kernel
+/// would then split connections between the two processes, each subscriber
+/// silently getting a share of the events. A socket without the option
+/// cannot be bound next to a listener, so binding one (and dropping it)
+/// tells; `SO_REUSEADDR` keeps old connections in TIME_WAIT from counting.
+fn ensure_unused(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(()); // the kernel picks a free port
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("address in use: something already listens on {addr} (another ssehub?)"),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 impl Server {
     /// Binds every worker's listener and prepares the workers; nothing runs yet.
+    /// Refuses an address another process already listens on.
     pub fn bind(settings: Settings) -> io::Result<Server> {
         let count = settings.workers;
+        ensure_unused(settings.listen)?;
         let first = reuseport_listener(settings.listen)?;
         let local_addr = first.local_addr()?;
         let mut listeners = vec![first];

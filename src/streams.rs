@@ -3,7 +3,7 @@
 //! the bridge between the fan-out core and this worker's connections and
 //! driver ([`WorkerStreams`]).
 
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,7 +22,7 @@ use crate::driver::Driver;
 use crate::reactor::{Worker, interrupted, would_block};
 use crate::response::write_cors;
 
-/// The head of every event stream, before CORS and the blank line.
+/// The head of every event stream, before its framing, CORS and the blank line.
 const EVENT_STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
                                  X-Accel-Buffering: no\r\nConnection: close\r\n";
 /// Bytes a subscriber may send after its request before it is closed.
@@ -55,7 +55,7 @@ impl<D: Driver> Streams for WorkerStreams<'_, D> {
     fn write(&mut self, batch: &[Arc<Event>], writes: &mut [FrameWrite]) {
         let conns: &Slab<Conn> = self.conns;
         let sock_of = |key: u32| -> Option<&TcpStream> { conns.get(key as usize).map(|c| &c.sock) };
-        self.driver.write_batch(batch, writes, &sock_of);
+        self.driver.write_batch(batch, writes, sock_of);
     }
 }
 
@@ -82,11 +82,14 @@ impl<D: Driver> Worker<D> {
         let busy = self.fanout.run(&self.topics, &mut streams, &mut self.tally);
         let closing: Vec<(u32, Closing)> = self.fanout.take_closing().collect();
         for (key, why) in closing {
-            if why == Closing::SlowConsumer {
-                self.stats().slow_consumers.fetch_add(1, Relaxed);
-                log::debug!("dropping slow subscriber (over --max-backlog {})", self.fanout.max_backlog());
+            match why {
+                Closing::SlowConsumer => {
+                    self.stats().slow_consumers.fetch_add(1, Relaxed);
+                    log::debug!("dropping slow subscriber (over --max-backlog {})", self.fanout.max_backlog());
+                    self.end_stream(key as usize);
+                }
+                Closing::WriteError => self.close(key as usize),
             }
-            self.close(key as usize);
         }
         busy
     }
@@ -99,17 +102,22 @@ impl<D: Driver> Worker<D> {
 
     /// Turns the connection into an event stream: subscribe, replay, then live events.
     pub(crate) fn start_stream(&mut self, key: usize, start: StreamStart) {
-        let StreamStart { subscribe, resume, cors } = start;
+        let StreamStart { subscribe, resume, cors, framing } = start;
         let mut head = EVENT_STREAM_HEAD.as_bytes().to_vec();
+        if framing == Framing::Chunked {
+            head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
         write_cors(&mut head, cors.as_deref());
         head.extend_from_slice(b"\r\n");
-        let framing = Framing::Plain;
+        // The opening sets the reconnection time and dispatches nothing: a
+        // lone `retry:` line, no blank line, so a fetch-based client that
+        // dispatches every blank line sees no empty message.
 
         if self.conns[key].over_limit {
             // EventSource gives up on a non-200 answer but retries after a closed stream.
             let retry = self.jittered_retry();
-            head.extend_from_slice(&sse::retry_line(retry));
-            head.push(b'\n');
+            framing.push(&mut head, &sse::retry_line(retry));
+            head.extend_from_slice(framing.end());
             if let State::Exchange(exchange) = &mut self.conns[key].state {
                 exchange.reader.finish();
                 exchange.out.extend_from_slice(&head);
@@ -117,8 +125,7 @@ impl<D: Driver> Worker<D> {
             }
             return self.flush_exchange(key);
         }
-        head.extend_from_slice(&sse::retry_line(self.shared.settings.streams.retry_ms));
-        head.push(b'\n');
+        framing.push(&mut head, &sse::retry_line(self.shared.settings.streams.retry_ms));
 
         // Drain the inbox first: then the history holds every event a client
         // could have seen, and live delivery starts right after it.
@@ -296,7 +303,7 @@ impl<D: Driver> Worker<D> {
             Ok(Flushed::Drained) => {
                 subscriber.backlog = None;
                 if self.shutdown_at.is_some() {
-                    self.close(key);
+                    self.end_stream(key);
                 }
             }
             Err(e) => {
@@ -304,6 +311,46 @@ impl<D: Driver> Worker<D> {
                 self.close(key);
             }
         }
+    }
+
+    /// Ends a stream on purpose and cleanly: what was begun is finished, what
+    /// was queued behind it is dropped, the terminating chunk follows (for a
+    /// close-delimited body, the close itself), then the connection closes.
+    /// An abort (a write error, a crash) never sends the terminator, so a
+    /// client can tell the two apart. Bounded by the linger deadline.
+    pub(crate) fn end_stream(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let State::Subscriber(subscriber) = &conn.state else { return };
+        let framing = subscriber.framing;
+        let mut rest = subscriber.backlog.as_ref().map_or(&[][..], |b| b.committed_rest(framing)).to_vec();
+        rest.extend_from_slice(framing.end());
+        let State::Subscriber(subscriber) = std::mem::replace(&mut conn.state, State::Ending { rest }) else {
+            return;
+        };
+        let stamp = self.timers.new_stamp();
+        self.conns[key].stamp = stamp;
+        self.retire_subscriber(key, &subscriber);
+        self.shared.stats[self.index].http.fetch_add(1, Relaxed);
+        let now = self.timers.clock.now();
+        self.timers.lingers.arm(now, key as u32, stamp);
+        self.flush_ending(key);
+    }
+
+    /// Writes an ending stream's last bytes; closes once they are out.
+    pub(crate) fn flush_ending(&mut self, key: usize) {
+        let Some(Conn { sock, state: State::Ending { rest }, .. }) = self.conns.get_mut(key) else { return };
+        while !rest.is_empty() {
+            match (&*sock).write(rest) {
+                Ok(0) => break,
+                Ok(n) => {
+                    rest.drain(..n);
+                }
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) => {}
+                Err(_) => break,
+            }
+        }
+        self.close(key);
     }
 
     /// Writes a heartbeat comment, unless frames are already queued.

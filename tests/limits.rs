@@ -44,6 +44,7 @@ fn a_slow_consumer_is_dropped_while_fast_ones_get_everything_in_order() {
     let seen = stalled.read_until_closed();
     assert!(seen.len() < EVENTS, "the stalled subscriber was cut off ({} events)", seen.len());
     assert!(seen.iter().enumerate().all(|(i, e)| e.data.starts_with(&format!("{i}:"))), "what it got was in order");
+    assert!(stalled.ended_cleanly, "a drop on purpose ends the chunked body with its last chunk");
     assert_eq!(server.metric("ssehub_connections{kind=\"subscriber\"}"), 0);
 }
 
@@ -81,6 +82,17 @@ fn past_max_connections_publishers_get_503_and_subscribers_retry_and_close() {
 }
 
 #[test]
+fn a_killed_server_does_not_look_like_a_clean_end() {
+    let mut server = Server::start(&[]);
+    let mut sub = server.subscribe("topic=t");
+    server.publish("topic=t&data=before");
+    assert_eq!(sub.next_event().data, "before");
+    assert_eq!(server.signal_and_wait(libc::SIGKILL), None);
+    assert!(sub.read_until_closed().is_empty());
+    assert!(!sub.ended_cleanly, "no terminating chunk after a crash: clients know to reconnect");
+}
+
+#[test]
 fn sigterm_closes_streams_and_exits_zero() {
     let mut server = Server::start(&["--shutdown-grace", "3"]);
     let mut subs: Vec<Subscriber> = (0..5).map(|i| server.subscribe(&format!("topic=t{i}"))).collect();
@@ -92,6 +104,7 @@ fn sigterm_closes_streams_and_exits_zero() {
     for sub in &mut subs {
         sub.read_until_closed();
         assert!(sub.closed);
+        assert!(sub.ended_cleanly, "a shutdown ends each stream with the last chunk");
     }
     assert!(common::read_to_close(&mut idle_publisher).is_empty());
 }

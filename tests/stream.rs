@@ -20,6 +20,60 @@ fn the_stream_head_is_an_event_stream_with_a_retry_line() {
 }
 
 #[test]
+fn http11_streams_are_chunked_and_open_without_dispatching_anything() {
+    let server = Server::start(&["--retry", "1234"]);
+    let mut sub = server.subscribe("topic=news");
+    assert_eq!(header(&sub.head, "transfer-encoding"), Some("chunked"));
+    assert_eq!(header(&sub.head, "content-length"), None);
+    server.publish("topic=news&data=first");
+    assert_eq!(sub.next_event().data, "first");
+    // The opening is a lone retry line: no blank line before the first
+    // event, so a client that dispatches every blank line (fetch-event-source)
+    // sees no empty message.
+    let body = String::from_utf8_lossy(&sub.body_start).into_owned();
+    let (opening, _) = body.split_once("id: ").expect("an id line");
+    assert_eq!(opening, "retry: 1234\n");
+}
+
+#[test]
+fn http10_streams_stay_close_delimited() {
+    let server = Server::start(&[]);
+    let mut sub = server.remote().subscribe_http10("topic=news", "");
+    assert_eq!(sub.status(), 200);
+    assert_eq!(header(&sub.head, "transfer-encoding"), None);
+    server.publish("topic=news&data=plain");
+    assert_eq!(sub.next_event().data, "plain");
+    assert!(sub.body_start.starts_with(b"retry: "), "{:?}", String::from_utf8_lossy(&sub.body_start));
+}
+
+#[test]
+fn a_second_server_on_a_port_in_use_refuses_to_start() {
+    let server = Server::start(&[]);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args(["--listen", &server.addr.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run a second ssehub");
+    // It either says it listens or exits (closing stdout): no waiting on time.
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(second.stdout.take().unwrap()), &mut line).unwrap();
+    if !line.is_empty() {
+        let _ = second.kill();
+    }
+    let output = second.wait_with_output().expect("second ssehub");
+    assert_eq!(line, "", "the second server must not start");
+    assert!(!output.status.success(), "it exits non-zero");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("address in use"), "{stderr}");
+    // The first one still gets every connection.
+    let mut sub = server.subscribe("topic=t");
+    server.publish("topic=t&data=still-here");
+    assert_eq!(sub.next_event().data, "still-here");
+}
+
+#[test]
 fn events_reach_only_subscribers_of_their_topics_in_publish_order() {
     let server = Server::start(&[]);
     let mut news = server.subscribe("topic=news");

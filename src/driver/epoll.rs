@@ -106,7 +106,7 @@ impl Driver for Epoll {
         &mut self,
         batch: &[Arc<Event>],
         writes: &mut [FrameWrite],
-        sock_of: &dyn Fn(u32) -> Option<&'a TcpStream>,
+        sock_of: impl Fn(u32) -> Option<&'a TcpStream>,
     ) {
         write_each(batch, writes, sock_of);
     }

@@ -74,7 +74,7 @@ pub trait Driver {
         &mut self,
         batch: &[Arc<Event>],
         writes: &mut [FrameWrite],
-        sock_of: &dyn Fn(u32) -> Option<&'a TcpStream>,
+        sock_of: impl Fn(u32) -> Option<&'a TcpStream>,
     );
 
     /// A handle that wakes this driver's `poll` from any thread.
@@ -96,7 +96,7 @@ pub fn write_now(mut sock: &TcpStream, iov: &[IoSlice<'_>]) -> io::Result<usize>
 
 /// [`Driver::write_batch`] as one system call per write, for drivers that
 /// cannot batch.
-pub fn write_each<'a>(batch: &[Arc<Event>], writes: &mut [FrameWrite], sock_of: &dyn Fn(u32) -> Option<&'a TcpStream>) {
+pub fn write_each<'a>(batch: &[Arc<Event>], writes: &mut [FrameWrite], sock_of: impl Fn(u32) -> Option<&'a TcpStream>) {
     for write in writes {
         let Some(sock) = sock_of(write.key) else {
             write.wrote = Wrote::Failed;

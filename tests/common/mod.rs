@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ssehub_protocol::http::{ChunkedDecoder, Line};
 use ssehub_protocol::sse::{EventStreamParser, ParsedEvent};
 
 /// How long any single wait may take before the test fails.
@@ -256,14 +257,24 @@ pub fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// A subscriber reading its stream through the reference parser.
+/// A subscriber reading its stream through the reference parser, taking
+/// the chunked framing off first when the head announces it (strictly: a
+/// malformed chunk fails the test).
 pub struct Subscriber {
     pub stream: TcpStream,
     pub head: String, // the response head
     parser: EventStreamParser,
+    chunked: Option<ChunkedDecoder>,
     events: VecDeque<ParsedEvent>,
     pub closed: bool,
+    /// The body ended with the terminating chunk (a clean end, not an abort).
+    pub ended_cleanly: bool,
+    /// The first bytes of the body, unframed (for checks on the opening).
+    pub body_start: Vec<u8>,
 }
+
+/// How much of a body [`Subscriber::body_start`] keeps.
+const BODY_START: usize = 4096;
 
 impl Subscriber {
     pub fn read_head(mut stream: TcpStream) -> Subscriber {
@@ -278,11 +289,42 @@ impl Subscriber {
             pending.extend_from_slice(&buf[..n]);
         };
         let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
-        let mut subscriber =
-            Subscriber { stream, head, parser: EventStreamParser::new(), events: VecDeque::new(), closed: false };
+        let chunked = header(&head, "transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+            .then(|| ChunkedDecoder::new(u64::MAX, Line::Strict));
+        let mut subscriber = Subscriber {
+            stream,
+            head,
+            parser: EventStreamParser::new(),
+            chunked,
+            events: VecDeque::new(),
+            closed: false,
+            ended_cleanly: false,
+            body_start: Vec::new(),
+        };
         let rest = pending[end + 4..].to_vec();
-        subscriber.events.extend(subscriber.parser.feed(&rest));
+        subscriber.feed(&rest);
         subscriber
+    }
+
+    /// Body bytes as they arrived: unframed, then parsed.
+    fn feed(&mut self, bytes: &[u8]) {
+        let Some(decoder) = &mut self.chunked else {
+            let keep = BODY_START.saturating_sub(self.body_start.len()).min(bytes.len());
+            self.body_start.extend_from_slice(&bytes[..keep]);
+            self.events.extend(self.parser.feed(bytes));
+            return;
+        };
+        assert!(!decoder.is_done(), "bytes after the terminating chunk: {:?}", String::from_utf8_lossy(bytes));
+        let mut body = Vec::new();
+        let decoded = decoder
+            .decode(bytes, &mut |data: &[u8]| body.extend_from_slice(data))
+            .unwrap_or_else(|e| panic!("malformed chunked stream ({e:?}): {:?}", String::from_utf8_lossy(bytes)));
+        assert_eq!(decoded.consumed, bytes.len(), "bytes after the terminating chunk");
+        self.ended_cleanly = decoded.done;
+        let keep = BODY_START.saturating_sub(self.body_start.len()).min(body.len());
+        self.body_start.extend_from_slice(&body[..keep]);
+        self.events.extend(self.parser.feed(&body));
     }
 
     pub fn status(&self) -> u16 {
@@ -298,8 +340,7 @@ impl Subscriber {
                 false
             }
             Ok(n) => {
-                let events = self.parser.feed(&buf[..n]);
-                self.events.extend(events);
+                self.feed(&buf[..n]);
                 true
             }
             Err(e) if e.kind() == ErrorKind::ConnectionReset => {

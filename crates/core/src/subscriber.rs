@@ -219,14 +219,15 @@ impl Backlog {
         self.hold.is_some()
     }
 
-    /// Drops everything but the unwritten rest of the front chunk, so a
-    /// stream can be ended cleanly after it (a chunk cannot be cut short).
-    pub fn truncate_to_front(&mut self) {
-        self.hold = None;
-        if self.offset == 0 {
-            self.chunks.clear();
-        } else {
-            self.chunks.truncate(1);
+    /// What must still be written before the stream can end cleanly: the
+    /// rest of a chunk already begun (a chunk cannot be cut short), or of
+    /// owned bytes (the response head, a heartbeat's rest), which are always
+    /// continuations of bytes sent. Everything queued behind it may be dropped.
+    pub fn committed_rest(&self, framing: Framing) -> &[u8] {
+        match self.chunks.front() {
+            Some(chunk @ Chunk::Owned(_)) => &chunk.bytes(framing)[self.offset..],
+            Some(chunk) if self.offset > 0 => &chunk.bytes(framing)[self.offset..],
+            _ => &[],
         }
     }
 
@@ -403,22 +404,23 @@ mod tests {
     }
 
     #[test]
-    fn truncating_keeps_only_the_unfinished_front_chunk() {
+    fn the_committed_rest_is_a_begun_chunk_or_owned_bytes() {
+        let one = event(1, &["t"], "1");
         let mut backlog = Backlog::new(4);
-        backlog.push(Chunk::Event(event(1, &["t"], "1")));
+        backlog.push(Chunk::Event(Arc::clone(&one)));
         backlog.push(Chunk::Event(event(2, &["t"], "2")));
+        assert!(backlog.committed_rest(Framing::Chunked).is_empty(), "nothing begun: all may go");
         let mut sock = Tight { room: 3, ..Tight::default() };
         let mut written = Tally::default();
         backlog.flush(&mut sock, Framing::Chunked, &mut written).unwrap();
-        backlog.truncate_to_front();
-        assert_eq!(backlog.len(), 1);
-        sock.room = usize::MAX;
-        backlog.flush(&mut sock, Framing::Chunked, &mut written).unwrap();
-        assert_eq!(sock.got, event(1, &["t"], "1").frame().chunked());
-        let mut untouched = Backlog::new(4);
-        untouched.push(Chunk::Event(event(1, &["t"], "1")));
-        untouched.truncate_to_front();
-        assert!(untouched.is_empty());
+        let mut whole = sock.got.clone();
+        whole.extend_from_slice(backlog.committed_rest(Framing::Chunked));
+        assert_eq!(whole, one.frame().chunked(), "begun: exactly its rest");
+
+        let mut head = Backlog::new(4);
+        head.push(Chunk::Owned(b"HEAD".as_slice().into()));
+        head.push(Chunk::Event(one));
+        assert_eq!(head.committed_rest(Framing::Plain), b"HEAD");
     }
 
     #[test]

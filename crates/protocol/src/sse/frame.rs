@@ -35,6 +35,15 @@ impl Framing {
             Framing::Chunked => b"0\r\n\r\n",
         }
     }
+
+    /// Appends `bytes` as one piece of a body in this framing: as is, or as
+    /// one chunk. For the few bytes that are not shared frames (an opening).
+    pub fn push(self, out: &mut Vec<u8>, bytes: &[u8]) {
+        match self {
+            Framing::Plain => out.extend_from_slice(bytes),
+            Framing::Chunked => encode_chunk(out, bytes),
+        }
+    }
 }
 
 /// Most hex digits of a chunk size, plus its CRLF.
