@@ -10,12 +10,14 @@
 //!   framing, the WHATWG event-stream parser.
 //! - [`form`], [`query`], [`publish`]: form decoding, the subscribe query,
 //!   publish bodies decoded and validated.
-//! - [`id`], [`topic`]: event ids and topic names.
+//! - [`id`], [`topic`], [`pattern`]: event ids, topic names, and the topic
+//!   patterns (`*`, trailing `**`) that subscriptions and grants share.
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 pub mod form;
 pub mod http;
 pub mod id;
+pub mod pattern;
 pub mod publish;
 pub mod query;
 pub mod sse;
