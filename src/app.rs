@@ -17,7 +17,7 @@ use ssehub_protocol::publish::{self, PublishError};
 use ssehub_protocol::query::{self, Subscribe};
 use ssehub_protocol::sse::Framing;
 
-use crate::auth::Credentials;
+use crate::auth::{Credentials, Denied, PublishGrant, StreamGrant};
 use crate::conn::Awaiting;
 use crate::metrics::{self, Globals};
 use crate::reactor::Shared;
@@ -68,8 +68,17 @@ pub struct Peer {
 pub enum Admission {
     /// Read the body (if any), then [`respond`].
     Proceed,
-    /// A subscribe, parsed and authorized: [`respond`] gets it back.
-    Subscribe(Box<Subscribe>),
+    /// Parsed and authorized: [`respond`] gets it back with the complete request.
+    Admitted(Box<Admitted>),
+}
+
+/// What a head was admitted as, kept until the request is complete.
+#[derive(Debug)]
+pub enum Admitted {
+    /// A subscribe (its token already taken out), and what its token allows.
+    Subscribe(Subscribe, Option<StreamGrant>),
+    /// A publish, and which topics it may reach (checked once the body is decoded).
+    Publish(PublishGrant),
 }
 
 /// How a complete request was answered.
@@ -98,6 +107,8 @@ pub struct StreamStart {
     pub cors: Option<String>,
     /// The body framing: chunked for HTTP/1.1, close-delimited for HTTP/1.0.
     pub framing: Framing,
+    /// Set when the stream rests on a token: it ends when the token expires.
+    pub grant: Option<StreamGrant>,
 }
 
 /// The CORS origin to answer `request` with, if allowed.
@@ -108,7 +119,7 @@ pub fn cors(shared: &Shared, request: &Request<'_>) -> Option<String> {
 /// Decides on a head before its body is read; writes `100 Continue` into `out` when due.
 pub fn admit(shared: &Shared, request: &Request<'_>, peer: &Peer, out: &mut Vec<u8>) -> Result<Admission, HttpError> {
     let head = request.head;
-    for field in ["last-event-id", "authorization", "origin", "content-type"] {
+    for field in ["last-event-id", "authorization", "origin", "content-type", "cookie"] {
         if request.unique_header(field).is_err() {
             return Err(HttpError::BadRequest(duplicate_message(field)));
         }
@@ -127,25 +138,42 @@ pub fn admit(shared: &Shared, request: &Request<'_>, peer: &Peer, out: &mut Vec<
             _ => "GET",
         }));
     }
-    let credentials = Credentials { authorization: request.header("authorization"), loopback: peer.loopback };
+    let mut credentials = Credentials {
+        authorization: request.header("authorization"),
+        query_token: None,
+        cookie: request.header("cookie"),
+        loopback: peer.loopback,
+    };
     match (route, head.method) {
         (Route::Publish, Method::Post) => {
-            shared.authorizer.publish(&credentials)?;
+            let grant = shared.authorizer.publish(&credentials).inspect_err(|&denied| count(shared, peer, denied))?;
             if peer.over_limit {
                 return Err(HttpError::Unavailable("too many connections"));
             }
             if head.expect_continue && head.http11 && head.body != BodyKind::None {
                 out.extend_from_slice(CONTINUE);
             }
-            Ok(Admission::Proceed)
+            Ok(Admission::Admitted(Box::new(Admitted::Publish(grant))))
         }
         (Route::Events, Method::Get) => {
-            let subscribe = query::parse_subscribe(request.query().unwrap_or_default())
+            let mut subscribe = query::parse_subscribe(request.query().unwrap_or_default())
                 .map_err(|error| HttpError::BadRequest(error.detail()))?;
-            shared.authorizer.subscribe(&credentials, &subscribe.topics)?;
-            Ok(Admission::Subscribe(Box::new(subscribe)))
+            let token = subscribe.token.take();
+            credentials.query_token = token.as_ref().map(|t| &t.0[..]);
+            let grant = shared
+                .authorizer
+                .subscribe(&credentials, &subscribe.topics)
+                .inspect_err(|&denied| count(shared, peer, denied))?;
+            Ok(Admission::Admitted(Box::new(Admitted::Subscribe(subscribe, grant))))
         }
         _ => Ok(Admission::Proceed),
+    }
+}
+
+/// Counts a token refusal by reason.
+fn count(shared: &Shared, peer: &Peer, denied: Denied) {
+    if let Some(reason) = denied.metric_reason() {
+        shared.stats[peer.origin.worker].auth_failure(reason);
     }
 }
 
@@ -154,6 +182,7 @@ fn duplicate_message(field: &str) -> &'static str {
         "last-event-id" => "duplicate Last-Event-ID",
         "authorization" => "duplicate Authorization",
         "origin" => "duplicate Origin",
+        "cookie" => "duplicate Cookie",
         _ => "duplicate Content-Type",
     }
 }
@@ -163,7 +192,7 @@ pub fn respond(
     shared: &Shared,
     request: &Request<'_>,
     peer: &Peer,
-    admitted: Option<Box<Subscribe>>,
+    admitted: Option<Box<Admitted>>,
     out: &mut Vec<u8>,
 ) -> Answer {
     let head = request.head;
@@ -171,7 +200,9 @@ pub fn respond(
     let text = "text/plain; charset=utf-8";
     match (route(request.path()), head.method) {
         (Route::Events, Method::Get) => {
-            let Some(subscribe) = admitted else { return Answer::Fail(HttpError::BadRequest("not admitted")) };
+            let Some(Admitted::Subscribe(subscribe, grant)) = admitted.map(|a| *a) else {
+                return Answer::Fail(HttpError::BadRequest("not admitted"));
+            };
             // The header wins: a browser sends it on reconnect with the latest
             // id, while a `lastEventId` in the URL still holds the first one.
             let resume = match request.header("last-event-id").filter(|id| !id.is_empty()) {
@@ -179,9 +210,15 @@ pub fn respond(
                 None => subscribe.last_event_id.clone(),
             };
             let framing = if request.head.http11 { Framing::Chunked } else { Framing::Plain };
-            Answer::Stream(StreamStart { subscribe, resume, cors: cors(shared, request), framing })
+            let subscribe = Box::new(subscribe);
+            Answer::Stream(StreamStart { subscribe, resume, cors: cors(shared, request), framing, grant })
         }
-        (Route::Publish, Method::Post) => publish(shared, request, peer, out),
+        (Route::Publish, Method::Post) => {
+            let Some(Admitted::Publish(grant)) = admitted.map(|a| *a) else {
+                return Answer::Fail(HttpError::BadRequest("not admitted"));
+            };
+            publish(shared, request, peer, &grant, out)
+        }
         (_, Method::Options) => {
             preflight(out, cors(shared, request).as_deref(), keep_alive);
             Answer::Done
@@ -234,6 +271,9 @@ fn reply(
 fn preflight(out: &mut Vec<u8>, cors: Option<&str>, keep_alive: bool) {
     out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
     write_cors(out, cors);
+    if cors.is_some_and(|origin| origin != "*") {
+        out.extend_from_slice(b"Access-Control-Allow-Credentials: true\r\n");
+    }
     out.extend_from_slice(
         b"Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n\
           Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID\r\n\
@@ -245,12 +285,17 @@ fn preflight(out: &mut Vec<u8>, cors: Option<&str>, keep_alive: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn publish(shared: &Shared, request: &Request<'_>, peer: &Peer, out: &mut Vec<u8>) -> Answer {
+fn publish(shared: &Shared, request: &Request<'_>, peer: &Peer, grant: &PublishGrant, out: &mut Vec<u8>) -> Answer {
     let publications = match publish::decode(request.header("content-type"), request.body()) {
         Ok(publications) => publications,
         Err(PublishError::MediaType) => return Answer::Fail(HttpError::UnsupportedMediaType),
         Err(PublishError::Invalid(why)) => return Answer::Fail(HttpError::BadRequest(why)),
     };
+    // Every topic of every event, or nothing is published.
+    if let Err(denied) = grant.allows(publications.iter().flat_map(|p| p.topics.iter().map(String::as_str))) {
+        count(shared, peer, denied);
+        return Answer::Fail(HttpError::Denied(denied));
+    }
     match shared.backplane.publish(peer.origin, publications) {
         Submitted::Published(ids) => {
             let cors = cors(shared, request);

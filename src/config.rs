@@ -54,6 +54,35 @@ pub struct Config {
     #[arg(long, env = "SSEHUB_PUBLISH_TOKEN", hide_env_values = true)]
     pub publish_token: Option<String>,
 
+    /// HMAC secret verifying subscriber and publisher JWTs (HS256/384/512; repeatable, for rotation).
+    /// Any JWT key turns auth on: private topics then need a token's grants.
+    #[arg(long = "jwt-secret", env = "SSEHUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secrets: Vec<String>,
+
+    /// PEM public key verifying JWTs (RS*, PS*, ES256/384, EdDSA; repeatable, for rotation).
+    #[arg(long = "jwt-public-key", env = "SSEHUB_JWT_PUBLIC_KEY", value_delimiter = ',')]
+    pub jwt_public_keys: Vec<std::path::PathBuf>,
+
+    /// Audience every token must carry in `aud`.
+    #[arg(long, env = "SSEHUB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Issuer every token must carry in `iss`.
+    #[arg(long, env = "SSEHUB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Cookie a subscriber's token may come in (after `Authorization` and `?token=`).
+    #[arg(long, env = "SSEHUB_JWT_COOKIE", default_value = "ssehub_token")]
+    pub jwt_cookie: String,
+
+    /// Seconds of clock skew allowed on token `exp`, `nbf` and `iat`; an open stream ends this long after `exp`.
+    #[arg(long, env = "SSEHUB_JWT_LEEWAY", default_value_t = 30)]
+    pub jwt_leeway: u64,
+
+    /// Topic or pattern anyone may subscribe to without a token when JWT auth is on (repeatable).
+    #[arg(long = "public-topic", env = "SSEHUB_PUBLIC_TOPIC", value_delimiter = ',')]
+    pub public_topics: Vec<String>,
+
     /// Allowed CORS origin (repeatable), or `*` for any.
     #[arg(long = "cors-origin", env = "SSEHUB_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -109,7 +138,16 @@ impl Config {
                 history: self.history,
             },
             limits: Limits { max_body: self.max_body },
-            auth: AuthSettings { publish_token: self.publish_token.clone() },
+            auth: AuthSettings {
+                publish_token: self.publish_token.clone(),
+                jwt_secrets: self.jwt_secrets.clone(),
+                jwt_public_keys: self.jwt_public_keys.clone(),
+                jwt_audience: self.jwt_audience.clone(),
+                jwt_issuer: self.jwt_issuer.clone(),
+                jwt_cookie: self.jwt_cookie.clone(),
+                jwt_leeway: self.jwt_leeway,
+                public_topics: self.public_topics.clone(),
+            },
             cors: Cors { origins: self.cors_origins.clone() },
             cluster: self.redis.clone().map(|url| ClusterSettings {
                 url,

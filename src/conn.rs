@@ -19,9 +19,9 @@
 
 use std::net::TcpStream;
 
+use crate::app::Admitted;
 use ssehub_core::subscriber::Subscriber;
 use ssehub_protocol::http::{Limits, RequestReader};
-use ssehub_protocol::query::Subscribe;
 
 /// One accepted connection, in its worker's slab.
 #[derive(Debug)]
@@ -80,7 +80,7 @@ pub struct Exchange {
     /// A publish waiting for the backplane's answer.
     pub awaiting: Option<Awaiting>,
     /// What the current request's head was admitted as.
-    pub admitted: Option<Box<Subscribe>>,
+    pub admitted: Option<Box<Admitted>>,
 }
 
 /// What the response to a publish sent to the backplane needs once the ids come back.

@@ -82,7 +82,7 @@ impl<D: Driver> Worker<D> {
                     let Some(request) = exchange.reader.request() else { return };
                     match app::admit(&self.shared, &request, &peer, &mut exchange.out) {
                         Ok(Admission::Proceed) => {}
-                        Ok(Admission::Subscribe(subscribe)) => exchange.admitted = Some(subscribe),
+                        Ok(Admission::Admitted(admitted)) => exchange.admitted = Some(admitted),
                         Err(error) => return self.fail(key, error),
                     }
                 }

@@ -14,6 +14,9 @@ use ssehub_core::subscriber::Tally;
 /// Statuses counted as rejections, in label order.
 pub const REJECT_STATUSES: [u16; 13] = [400, 401, 403, 404, 405, 408, 413, 414, 415, 431, 501, 503, 0];
 
+/// Token refusal reasons, in label order.
+pub const AUTH_FAILURE_REASONS: [&str; 4] = ["missing", "invalid", "expired", "forbidden"];
+
 fn reject_index(status: u16) -> usize {
     REJECT_STATUSES.iter().position(|&s| s == status).unwrap_or(REJECT_STATUSES.len() - 1)
 }
@@ -46,12 +49,23 @@ pub struct WorkerStats {
     pub over_limit: AtomicU64,
     /// `accept` failures (EMFILE and friends).
     pub accept_errors: AtomicU64,
+    /// Token refusals, by reason (see [`AUTH_FAILURE_REASONS`]).
+    pub auth_failures: [AtomicU64; AUTH_FAILURE_REASONS.len()],
+    /// Open streams ended because their token expired.
+    pub streams_expired: AtomicU64,
 }
 
 impl WorkerStats {
     /// Counts a refusal.
     pub fn reject(&self, status: u16) {
         self.rejected[reject_index(status)].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a token refusal (`reason` is one of [`AUTH_FAILURE_REASONS`]).
+    pub fn auth_failure(&self, reason: &str) {
+        if let Some(i) = AUTH_FAILURE_REASONS.iter().position(|&r| r == reason) {
+            self.auth_failures[i].fetch_add(1, Relaxed);
+        }
     }
 
     /// Adds a local tally and resets it.
@@ -136,6 +150,21 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
         .collect();
     let rejected: Vec<(&str, u64)> = rejected.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     metric("requests_rejected_total", "counter", "Requests refused, by status.", &rejected);
+    let auth: Vec<(String, u64)> = AUTH_FAILURE_REASONS
+        .iter()
+        .enumerate()
+        .map(|(i, reason)| {
+            (format!("{{reason=\"{reason}\"}}"), workers.iter().map(|w| w.auth_failures[i].load(Relaxed)).sum())
+        })
+        .collect();
+    let auth: Vec<(&str, u64)> = auth.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric("auth_failures_total", "counter", "Token refusals, by reason.", &auth);
+    metric(
+        "streams_expired_total",
+        "counter",
+        "Open streams ended with ssehub-expired because their token expired.",
+        &[("", sum(|w| &w.streams_expired))],
+    );
     for sample in &globals.backplane {
         metric(sample.name, sample.kind, sample.help, &[("", sample.value)]);
     }

@@ -81,6 +81,8 @@ pub(crate) struct Timers {
     pub(crate) heartbeats: DeadlineQueue,
     /// [`LINGER`].
     pub(crate) lingers: DeadlineQueue,
+    /// Streams opened with a token: when the token expires (armed at a time, not a period).
+    pub(crate) expiries: DeadlineQueue,
     /// The last stamp handed out.
     next_stamp: u32,
 }
@@ -160,6 +162,7 @@ impl<D: Driver> Worker<D> {
                 requests: DeadlineQueue::new(shared.settings.reactor.header_timeout),
                 heartbeats: DeadlineQueue::new(streams.heartbeat),
                 lingers: DeadlineQueue::new(LINGER),
+                expiries: DeadlineQueue::new(Duration::from_secs(1)),
                 next_stamp: 0,
             },
             topics: Topics::new(streams.history),
@@ -219,11 +222,11 @@ impl<D: Driver> Worker<D> {
             if self.shared.shutdown.load(Relaxed) && self.shutdown_at.is_none() {
                 self.begin_shutdown();
             }
-            if let Some(at) = self.shutdown_at {
-                if self.conns.is_empty() || self.timers.clock.now() >= at {
-                    log::debug!("worker {} stopped with {} connections open", self.index, self.conns.len());
-                    return;
-                }
+            if let Some(at) = self.shutdown_at
+                && (self.conns.is_empty() || self.timers.clock.now() >= at)
+            {
+                log::debug!("worker {} stopped with {} connections open", self.index, self.conns.len());
+                return;
             }
         }
     }
@@ -237,6 +240,7 @@ impl<D: Driver> Worker<D> {
             timers.requests.next(),
             timers.heartbeats.next(),
             timers.lingers.next(),
+            timers.expiries.next(),
             self.accepting.paused_until,
             self.shutdown_at,
         ]
@@ -370,6 +374,11 @@ impl<D: Driver> Worker<D> {
                 }
             }
         }
+        while let Some(due) = self.timers.expiries.pop_due(now) {
+            if current(&self.conns, due.key, due.stamp) {
+                self.expire_stream(due.key as usize);
+            }
+        }
         while let Some(due) = self.timers.lingers.pop_due(now) {
             if current(&self.conns, due.key, due.stamp) {
                 self.close(due.key as usize);
@@ -423,7 +432,7 @@ impl<D: Driver> Worker<D> {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             match &mut self.conns[key].state {
-                State::Subscriber(subscriber) if subscriber.backlog.is_none() => self.end_stream(key),
+                State::Subscriber(subscriber) if subscriber.backlog.is_none() => self.end_stream(key, None),
                 State::Subscriber(_) => {} // ended once its backlog drains
                 State::Exchange(exchange) if exchange.reader.is_idle() && exchange.out.is_empty() => self.close(key),
                 State::Exchange(_) | State::Ending { .. } | State::Linger { .. } => {}

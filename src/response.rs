@@ -80,7 +80,9 @@ impl HttpError {
         write_head(&mut out, self.status(), "text/plain; charset=utf-8", body.len(), false, cors);
         match self {
             HttpError::MethodNotAllowed(allow) => write_header(&mut out, "Allow", allow.as_bytes()),
-            HttpError::Denied(Denied::PublishCredentials) => write_header(&mut out, "WWW-Authenticate", b"Bearer"),
+            HttpError::Denied(denied) if denied.status() == 401 => {
+                write_header(&mut out, "WWW-Authenticate", b"Bearer")
+            }
             HttpError::Unavailable(_) => write_header(&mut out, "Retry-After", b"1"),
             _ => {}
         }

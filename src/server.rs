@@ -12,6 +12,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use ssehub_core::backplane::Backplane;
 use ssehub_core::bus::{Bus, Wake};
 
+use crate::auth::Authorizer;
+use crate::auth::jwt::JwtAuthorizer;
 use crate::auth::token::TokenAuthorizer;
 use crate::backplane::local::Local;
 use crate::driver::Driver;
@@ -99,6 +101,11 @@ impl Server {
             settings.reactor.max_connections,
             settings.streams.history
         );
+        let authorizer: Box<dyn Authorizer> = if settings.auth.jwt() {
+            Box::new(JwtAuthorizer::new(&settings.auth)?)
+        } else {
+            Box::new(TokenAuthorizer::new(&settings.auth))
+        };
         let bus = Arc::new(Bus::new(wakers));
         let (backplane, threads): (Box<dyn Backplane>, BackplaneThreads) = match &settings.cluster {
             None => (Box::new(Local::new(Arc::clone(&bus))), BackplaneThreads::None),
@@ -111,7 +118,7 @@ impl Server {
             Some(_) => return Err(io::Error::other("--redis: this build has no Redis support (feature `redis`)")),
         };
         let shared = Arc::new(Shared {
-            authorizer: Box::new(TokenAuthorizer::new(&settings.auth)),
+            authorizer,
             backplane,
             bus,
             stats: (0..count).map(|_| WorkerStats::default()).collect(),

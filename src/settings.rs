@@ -55,11 +55,48 @@ pub struct StreamSettings {
     pub history: usize,
 }
 
-/// Who may publish.
-#[derive(Clone, Debug, Default)]
+/// Who may publish and subscribe.
+#[derive(Clone, Default)]
 pub struct AuthSettings {
-    /// `--publish-token`: a bearer token that allows publishing.
+    /// `--publish-token`: a bearer token that allows publishing anything.
     pub publish_token: Option<String>,
+    /// `--jwt-secret`: HMAC keys.
+    pub jwt_secrets: Vec<String>,
+    /// `--jwt-public-key`: PEM files of public keys.
+    pub jwt_public_keys: Vec<std::path::PathBuf>,
+    /// `--jwt-audience`: required `aud`.
+    pub jwt_audience: Option<String>,
+    /// `--jwt-issuer`: required `iss`.
+    pub jwt_issuer: Option<String>,
+    /// `--jwt-cookie`: the cookie a subscriber's token may come in.
+    pub jwt_cookie: String,
+    /// `--jwt-leeway`: seconds of clock skew allowed on token times.
+    pub jwt_leeway: u64,
+    /// `--public-topic`: topics and patterns anyone may subscribe to.
+    pub public_topics: Vec<String>,
+}
+
+impl AuthSettings {
+    /// True when any JWT key is configured: subscriptions then need grants.
+    pub fn jwt(&self) -> bool {
+        !self.jwt_secrets.is_empty() || !self.jwt_public_keys.is_empty()
+    }
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets stay out of every log line, even debug ones.
+        f.debug_struct("AuthSettings")
+            .field("publish_token", &self.publish_token.as_ref().map(|_| "<redacted>"))
+            .field("jwt_secrets", &self.jwt_secrets.len())
+            .field("jwt_public_keys", &self.jwt_public_keys)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_cookie", &self.jwt_cookie)
+            .field("jwt_leeway", &self.jwt_leeway)
+            .field("public_topics", &self.public_topics)
+            .finish()
+    }
 }
 
 /// The `--cors-origin` list.

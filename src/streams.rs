@@ -10,11 +10,12 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use slab::Slab;
 use ssehub_core::backplane::{Catchup, Origin, ReplayRequest, Reply};
+use ssehub_core::bus::unix_ms;
 use ssehub_core::fanout::{Closing, Streams, Write as FrameWrite};
 use ssehub_core::history::Gap;
 use ssehub_core::subscriber::{Backlog, Chunk, Flushed, Subscriber, write_frames};
 use ssehub_core::{Event, EventId};
-use ssehub_protocol::sse::{self, Framing, HEARTBEAT};
+use ssehub_protocol::sse::{self, Framing, HEARTBEAT, StaticFrame};
 
 use crate::app::{self, StreamStart};
 use crate::conn::{Conn, State};
@@ -25,6 +26,11 @@ use crate::response::write_cors;
 /// The head of every event stream, before its framing, CORS and the blank line.
 const EVENT_STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
                                  X-Accel-Buffering: no\r\nConnection: close\r\n";
+/// The last event of a stream whose token expired: the page fetches a fresh
+/// token and reconnects with `Last-Event-ID`. No `id:` line, so the client's
+/// last id stays the last event it really got.
+const EXPIRED: StaticFrame =
+    ssehub_protocol::static_frame!(b"event: ssehub-expired\ndata: {\"reason\":\"expired\"}\n\n");
 /// Bytes a subscriber may send after its request before it is closed.
 const MAX_STREAM_INPUT: u16 = 4096;
 
@@ -86,7 +92,7 @@ impl<D: Driver> Worker<D> {
                 Closing::SlowConsumer => {
                     self.stats().slow_consumers.fetch_add(1, Relaxed);
                     log::debug!("dropping slow subscriber (over --max-backlog {})", self.fanout.max_backlog());
-                    self.end_stream(key as usize);
+                    self.end_stream(key as usize, None);
                 }
                 Closing::WriteError => self.close(key as usize),
             }
@@ -102,12 +108,17 @@ impl<D: Driver> Worker<D> {
 
     /// Turns the connection into an event stream: subscribe, replay, then live events.
     pub(crate) fn start_stream(&mut self, key: usize, start: StreamStart) {
-        let StreamStart { subscribe, resume, cors, framing } = start;
+        let StreamStart { subscribe, resume, cors, framing, grant } = start;
         let mut head = EVENT_STREAM_HEAD.as_bytes().to_vec();
         if framing == Framing::Chunked {
             head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
         write_cors(&mut head, cors.as_deref());
+        if cors.as_deref().is_some_and(|origin| origin != "*") {
+            // `new EventSource(url, {withCredentials: true})` sends the token
+            // cookie; the browser hands over the stream only with this. Never with `*`.
+            head.extend_from_slice(b"Access-Control-Allow-Credentials: true\r\n");
+        }
         head.extend_from_slice(b"\r\n");
         // The opening sets the reconnection time and dispatches nothing: a
         // lone `retry:` line, no blank line, so a fetch-based client that
@@ -205,6 +216,10 @@ impl<D: Driver> Worker<D> {
         }
         let now = self.timers.clock.now();
         self.timers.heartbeats.arm(now, key as u32, stamp);
+        if let Some(grant) = grant {
+            let left_ms = (grant.expires_at.saturating_mul(1000)).saturating_sub(unix_ms());
+            self.timers.expiries.arm_at(now.saturating_add(left_ms), key as u32, stamp);
+        }
     }
 
     /// What a resuming client gets before live events: from memory, maybe a
@@ -303,7 +318,7 @@ impl<D: Driver> Worker<D> {
             Ok(Flushed::Drained) => {
                 subscriber.backlog = None;
                 if self.shutdown_at.is_some() {
-                    self.end_stream(key);
+                    self.end_stream(key, None);
                 }
             }
             Err(e) => {
@@ -317,12 +332,16 @@ impl<D: Driver> Worker<D> {
     /// was queued behind it is dropped, the terminating chunk follows (for a
     /// close-delimited body, the close itself), then the connection closes.
     /// An abort (a write error, a crash) never sends the terminator, so a
-    /// client can tell the two apart. Bounded by the linger deadline.
-    pub(crate) fn end_stream(&mut self, key: usize) {
+    /// client can tell the two apart. `last` is a final event (why it ended)
+    /// before the end. Bounded by the linger deadline.
+    pub(crate) fn end_stream(&mut self, key: usize, last: Option<StaticFrame>) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let State::Subscriber(subscriber) = &conn.state else { return };
         let framing = subscriber.framing;
         let mut rest = subscriber.backlog.as_ref().map_or(&[][..], |b| b.committed_rest(framing)).to_vec();
+        if let Some(last) = last {
+            rest.extend_from_slice(last.bytes(framing));
+        }
         rest.extend_from_slice(framing.end());
         let State::Subscriber(subscriber) = std::mem::replace(&mut conn.state, State::Ending { rest }) else {
             return;
@@ -334,6 +353,15 @@ impl<D: Driver> Worker<D> {
         let now = self.timers.clock.now();
         self.timers.lingers.arm(now, key as u32, stamp);
         self.flush_ending(key);
+    }
+
+    /// Ends a stream whose token expired, after an `ssehub-expired` event.
+    pub(crate) fn expire_stream(&mut self, key: usize) {
+        if matches!(self.conns.get(key), Some(Conn { state: State::Subscriber(_), .. })) {
+            self.shared.stats[self.index].streams_expired.fetch_add(1, Relaxed);
+            log::debug!("stream {key}: token expired");
+            self.end_stream(key, Some(EXPIRED));
+        }
     }
 
     /// Writes an ending stream's last bytes; closes once they are out.

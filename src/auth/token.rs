@@ -1,6 +1,6 @@
-//! Today's rules: a shared publish token, or loopback peers only; open subscriptions.
+//! The rules without JWT keys: a shared publish token, or loopback peers only; open subscriptions.
 
-use super::{Authorizer, Credentials, Denied, bearer, constant_time_eq};
+use super::{Authorizer, Credentials, Denied, PublishGrant, StreamGrant, bearer, constant_time_eq};
 use crate::settings::AuthSettings;
 
 /// `--publish-token` for publishers (loopback-only without one); anyone may subscribe.
@@ -18,19 +18,19 @@ impl TokenAuthorizer {
 }
 
 impl Authorizer for TokenAuthorizer {
-    fn publish(&self, credentials: &Credentials<'_>) -> Result<(), Denied> {
+    fn publish(&self, credentials: &Credentials<'_>) -> Result<PublishGrant, Denied> {
         match &self.publish_token {
             Some(token) => match credentials.authorization.and_then(bearer) {
-                Some(presented) if constant_time_eq(presented, token.as_bytes()) => Ok(()),
+                Some(presented) if constant_time_eq(presented, token.as_bytes()) => Ok(PublishGrant::All),
                 _ => Err(Denied::PublishCredentials),
             },
-            None if credentials.loopback => Ok(()),
+            None if credentials.loopback => Ok(PublishGrant::All),
             None => Err(Denied::NotLoopback),
         }
     }
 
-    fn subscribe(&self, _credentials: &Credentials<'_>, _topics: &[String]) -> Result<(), Denied> {
-        Ok(())
+    fn subscribe(&self, _credentials: &Credentials<'_>, _topics: &[String]) -> Result<Option<StreamGrant>, Denied> {
+        Ok(None)
     }
 }
 
@@ -53,10 +53,11 @@ mod tests {
             (None, Some(b"Bearer x"), false, Err(Denied::NotLoopback)),
         ];
         for (token, header, loopback, want) in cases {
-            let authorizer = TokenAuthorizer::new(&AuthSettings { publish_token: token.map(str::to_owned) });
-            let credentials = Credentials { authorization: *header, loopback: *loopback };
-            assert_eq!(authorizer.publish(&credentials), *want, "{token:?} {header:?}");
-            assert_eq!(authorizer.subscribe(&credentials, &["t".into()]), Ok(()));
+            let settings = AuthSettings { publish_token: token.map(str::to_owned), ..AuthSettings::default() };
+            let authorizer = TokenAuthorizer::new(&settings);
+            let credentials = Credentials { authorization: *header, loopback: *loopback, ..Credentials::default() };
+            assert_eq!(authorizer.publish(&credentials).map(|_| ()), *want, "{token:?} {header:?}");
+            assert_eq!(authorizer.subscribe(&credentials, &["t".into()]), Ok(None));
         }
     }
 }

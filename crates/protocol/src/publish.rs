@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::form::{self, FormError};
 use crate::id::parse_u64;
+use crate::pattern::is_pattern;
 use crate::sse::{self, Frame};
 use crate::topic::{TopicError, add_topic};
 
@@ -106,7 +107,7 @@ impl Fields {
     pub fn set(&mut self, name: &[u8], value: &[u8]) -> Result<(), PublishError> {
         let text = |value: &[u8]| String::from_utf8(value.to_vec()).map_err(|_| FormError::NotUtf8);
         match name {
-            b"topic" => add_topic(&mut self.topics, text(value)?)?,
+            b"topic" => add_published_topic(&mut self.topics, text(value)?)?,
             b"data" => once(&mut self.data, "data given more than once", text(value)?)?,
             b"event" => once(&mut self.event, "event given more than once", text(value)?)?,
             b"retry" => {
@@ -183,17 +184,29 @@ pub fn decode_json_object(text: &[u8]) -> Result<Publication, PublishError> {
     }
 }
 
+/// Why a published topic that looks like a pattern is refused.
+pub const PATTERN_TOPIC: &str = "a published topic may not have a segment that is exactly * or ** (that is a pattern)";
+
+/// [`add_topic`] for events: a topic with a `*` or `**` segment is refused,
+/// so a pattern can never be mistaken for a topic.
+fn add_published_topic(topics: &mut Vec<String>, topic: String) -> Result<(), PublishError> {
+    if is_pattern(&topic) {
+        return Err(PublishError::Invalid(PATTERN_TOPIC));
+    }
+    Ok(add_topic(topics, topic)?)
+}
+
 /// Validates one JSON publish object.
 fn from_object(object: &Map<String, Value>) -> Result<Publication, PublishError> {
     let mut topics = Vec::new();
     match object.get("topic") {
-        Some(Value::String(topic)) => add_topic(&mut topics, topic.clone())?,
+        Some(Value::String(topic)) => add_published_topic(&mut topics, topic.clone())?,
         Some(Value::Array(list)) => {
             for topic in list {
                 let Value::String(topic) = topic else {
                     return Err(PublishError::Invalid("topics must be strings"));
                 };
-                add_topic(&mut topics, topic.clone())?;
+                add_published_topic(&mut topics, topic.clone())?;
             }
         }
         None | Some(Value::Null) => {}
@@ -267,6 +280,9 @@ mod tests {
             (form, "topic=a&data=x&event=a%0Ab", PublishError::Invalid(EVENT_INVALID)),
             (form, "topic=a&data=x&event=a%00", PublishError::Invalid(EVENT_INVALID)),
             (form, "topic=&data=x", TopicError::Invalid.into()),
+            (form, "topic=orders/*&data=x", PublishError::Invalid(PATTERN_TOPIC)),
+            (form, "topic=a&topic=team/7/**&data=x", PublishError::Invalid(PATTERN_TOPIC)),
+            (json, r#"{"topic":["a","*"],"data":"x"}"#, PublishError::Invalid(PATTERN_TOPIC)),
             (form, "topic=a&data=%zz", FormError::BadEscape.into()),
             (form, "topic=a&data=%ff", FormError::NotUtf8.into()),
             (json, "{", PublishError::Invalid("malformed JSON")),

@@ -48,10 +48,23 @@ impl From<TopicError> for QueryError {
 /// What a subscribe query asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Subscribe {
-    /// Distinct topics, in the order given.
+    /// Distinct topics (or patterns), in the order given.
     pub topics: Vec<String>,
     /// The decoded `lastEventId`, for clients that cannot set headers.
     pub last_event_id: Option<Vec<u8>>,
+    /// The decoded `token` (a credential for clients that cannot set headers):
+    /// never a topic, never printed.
+    pub token: Option<Secret>,
+}
+
+/// A credential: its `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// Parses a subscribe query. Unknown parameters (cache busters) are ignored.
@@ -63,6 +76,7 @@ pub fn parse_subscribe(query: &[u8]) -> Result<Subscribe, QueryError> {
             b"lastEventId" if subscribe.last_event_id.is_none() => {
                 subscribe.last_event_id = Some(form::decode_bytes(value)?);
             }
+            b"token" if subscribe.token.is_none() => subscribe.token = Some(Secret(form::decode_bytes(value)?)),
             _ => {}
         }
     }
@@ -79,9 +93,12 @@ mod tests {
 
     #[test]
     fn parses_topics_and_resume_id() {
-        let got = parse_subscribe(b"topic=news&_=123&topic=a+b&topic=news&lastEventId=1-2&&x").unwrap();
+        let got =
+            parse_subscribe(b"topic=news&_=123&topic=a+b&topic=news&lastEventId=1-2&&x&token=a%2Eb&token=c").unwrap();
         assert_eq!(got.topics, ["news", "a b"]);
         assert_eq!(got.last_event_id.as_deref(), Some(&b"1-2"[..]));
+        assert_eq!(got.token, Some(Secret(b"a.b".to_vec())), "the first token; never a topic");
+        assert!(!format!("{got:?}").contains("a.b"), "a token is never printed");
     }
 
     #[test]

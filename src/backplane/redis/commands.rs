@@ -147,11 +147,11 @@ fn replay(conn: &mut Connection, stream: &str, request: &ReplayRequest) -> Redis
             let (Some(id), Ok(publication)) = (entry.event_id(), entry.publication()) else { continue };
             let mut wanted = false;
             for topic in &publication.topics {
-                if let Some(left) = room.get_mut(topic.as_str()) {
-                    if *left > 0 {
-                        *left -= 1;
-                        wanted = true;
-                    }
+                if let Some(left) = room.get_mut(topic.as_str())
+                    && *left > 0
+                {
+                    *left -= 1;
+                    wanted = true;
                 }
             }
             if wanted {

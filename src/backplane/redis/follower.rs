@@ -105,7 +105,7 @@ pub fn run(settings: &ClusterSettings, backplane: &Status, bus: &Bus, shutdown: 
                     Err(why) => {
                         backplane.invalid_entries.fetch_add(1, Relaxed);
                         invalid_logged += 1;
-                        if invalid_logged <= 10 || invalid_logged % 1000 == 0 {
+                        if invalid_logged <= 10 || invalid_logged.is_multiple_of(1000) {
                             log::warn!("skipping invalid stream entry {} ({why}); {invalid_logged} so far", entry.id);
                         }
                     }
