@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test: installs what the suites need when it is missing
+# (redis-server and nginx for the cluster suite; python3-venv, node, npm and
+# curl for the client matrix, which installs its pinned libraries into
+# target/clients-env itself), then `cargo test --workspace`.
+# Needs root (or sudo) only when something is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || missing+=(nginx-light)
+# tests/clients.rs makes a venv and runs npm ci into target/clients-env itself.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "${#missing[@]}" -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -q >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+redis-server --version
+/usr/sbin/nginx -v 2>&1 || nginx -v
+echo "python3 $(python3 -c 'import platform; print(platform.python_version())'), node $(node --version), npm $(npm --version)"
+curl --version | head -n 1
+
+cargo test --workspace "$@"
