@@ -414,7 +414,7 @@ impl<D: Driver> Worker<D> {
         }
         let conns = &mut self.conns;
         self.timers.heartbeats.compact(live, |d| conns.get(d.key as usize).is_some_and(|c| c.stamp == d.stamp));
-        self.topics.unsubscribe(&subscriber.subs, |moved, topic, pos| {
+        self.topics.unsubscribe(key as u32, &subscriber.subs, |moved, topic, pos| {
             if let Some(Conn { state: State::Subscriber(other), .. }) = conns.get_mut(moved as usize) {
                 other.subs.set_position(topic, pos);
             }

@@ -14,7 +14,9 @@ use ssehub_core::bus::unix_ms;
 use ssehub_core::fanout::{Closing, Streams, Write as FrameWrite};
 use ssehub_core::history::Gap;
 use ssehub_core::subscriber::{Backlog, Chunk, Flushed, Subscriber, write_frames};
+use ssehub_core::topics::TopicId;
 use ssehub_core::{Event, EventId};
+use ssehub_protocol::pattern::{Pattern, is_pattern};
 use ssehub_protocol::sse::{self, Framing, HEARTBEAT, StaticFrame};
 
 use crate::app::{self, StreamStart};
@@ -225,18 +227,47 @@ impl<D: Driver> Worker<D> {
     /// What a resuming client gets before live events: from memory, maybe a
     /// gap notice, then every retained event of its topics newer than its
     /// id, in order; or, when the backplane says so, from its log.
+    ///
+    /// A pattern replays from every retained topic it matches, merged in id
+    /// order, at most `--history` events (the newest), like one topic; when
+    /// it had more, the client may have missed some and gets the gap first.
     fn plan_replay(&self, topics: &[String], resume: Option<&[u8]>) -> Replay {
         let Some(raw) = resume else { return Replay::Memory(None, Vec::new()) };
         let after = EventId::parse(raw);
-        let known: Vec<_> = topics.iter().filter_map(|name| self.topics.find(name)).collect();
-        let missed = after.is_some_and(|id| known.iter().any(|&t| self.topics.get(t).history.missed(id)));
+        let patterns: Vec<Pattern> =
+            topics.iter().filter(|t| is_pattern(t)).filter_map(|t| Pattern::parse(t).ok()).collect();
+        let known: Vec<_> =
+            topics.iter().filter(|t| !is_pattern(t)).filter_map(|name| self.topics.find(name)).collect();
+        let missed_in = |ids: &mut dyn Iterator<Item = TopicId>| {
+            let Some(id) = after else { return false };
+            for topic in ids {
+                if self.topics.get(topic).history.missed(id) {
+                    return true;
+                }
+            }
+            false
+        };
+        let mut missed = missed_in(&mut known.iter().copied());
+        let mut events: Vec<Arc<Event>> =
+            known.iter().flat_map(|&t| self.topics.get(t).history.since(after).cloned()).collect();
+        let history = self.shared.settings.streams.history;
+        for pattern in &patterns {
+            missed |= missed_in(&mut self.topics.matching(pattern));
+            let mut matched: Vec<Arc<Event>> =
+                self.topics.matching(pattern).flat_map(|t| self.topics.get(t).history.since(after).cloned()).collect();
+            matched.sort_by_key(|e| e.id());
+            matched.dedup_by_key(|e| e.id());
+            if matched.len() > history {
+                matched.drain(..matched.len() - history);
+                missed = true;
+            }
+            events.append(&mut matched);
+        }
         let gap = match self.shared.backplane.catchup(after, missed) {
             Catchup::Log => return Replay::Log(after),
             Catchup::Memory(gap) => gap,
         };
-        let mut events: Vec<Arc<Event>> =
-            known.iter().flat_map(|&t| self.topics.get(t).history.since(after).cloned()).collect();
-        if known.len() > 1 {
+        if known.len() + patterns.len() > 1 {
             events.sort_by_key(|e| e.id());
             events.dedup_by_key(|e| e.id());
         }

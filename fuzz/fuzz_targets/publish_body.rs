@@ -14,7 +14,10 @@ fuzz_target!(|input: (bool, &[u8])| {
     for publication in publications {
         assert!((1..=64).contains(&publication.topics.len()));
         assert!(publication.topics.iter().all(|t| ssehub_protocol::topic::valid_topic(t)));
-        assert!(!publication.topics.iter().any(|t| ssehub_protocol::pattern::is_pattern(t)), "a pattern is never a topic");
+        assert!(
+            !publication.topics.iter().any(|t| ssehub_protocol::pattern::is_pattern(t)),
+            "a pattern is never a topic"
+        );
         let event = publication.encode();
         let mut parser = EventStreamParser::new();
         let events = parser.feed(event.plain());

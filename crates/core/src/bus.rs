@@ -100,10 +100,10 @@ impl Inbox {
     }
 
     fn wake_if_sleeping(&self) {
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            if let Err(error) = self.waker.wake() {
-                log::error!("cannot wake worker: {error}");
-            }
+        if self.sleeping.swap(false, Ordering::SeqCst)
+            && let Err(error) = self.waker.wake()
+        {
+            log::error!("cannot wake worker: {error}");
         }
     }
 }

@@ -250,19 +250,24 @@ impl Fanout {
                 });
                 continue;
             }
-            for name in event.topics() {
-                let Some(topic) = topics.find(name) else { continue };
-                for &key in &topics.get(topic).subscribers {
-                    let Some(subscriber) = streams.subscriber(key) else { continue };
-                    if subscriber.filtered {
-                        if filters.get(&key).is_some_and(|&upto| event.id() <= upto) {
-                            continue; // its replay covered this one
-                        }
-                        filters.remove(&key);
-                        subscriber.filtered = false;
+            // A subscriber reached through several topics or patterns sets
+            // the same bit again: it still gets the event once.
+            let mut visit = |key: u32| {
+                let Some(subscriber) = streams.subscriber(key) else { return };
+                if subscriber.filtered {
+                    if filters.get(&key).is_some_and(|&upto| event.id() <= upto) {
+                        return; // its replay covered this one
                     }
-                    mark(touched, key, subscriber, bit);
+                    filters.remove(&key);
+                    subscriber.filtered = false;
                 }
+                mark(touched, key, subscriber, bit);
+            };
+            for name in event.topics() {
+                if let Some(topic) = topics.find(name) {
+                    topics.get(topic).subscribers.iter().for_each(|&key| visit(key));
+                }
+                topics.for_each_pattern_subscriber(name, &mut visit);
             }
         }
     }
@@ -433,6 +438,31 @@ mod tests {
         let sock_calls = |key| hub.streams.conns[&key].1.calls;
         assert_eq!((sock_calls(1), sock_calls(2), sock_calls(3)), (1, 1, 0), "one writev per subscriber per batch");
         assert_eq!(hub.tally, Tally { frames: 5, bytes: hub.tally.bytes, writes: 2 });
+    }
+
+    #[test]
+    fn patterns_route_each_matching_event_once_per_subscriber() {
+        let mut hub = Hub::new(16);
+        // Matched by two patterns and a topic at once: still once.
+        hub.join(1, &["orders/*", "orders/**", "orders/1"], Framing::Chunked, usize::MAX);
+        hub.join(2, &["team/7/**"], Framing::Plain, usize::MAX);
+        hub.join(3, &["orders/1"], Framing::Plain, usize::MAX);
+        hub.publish(1, &["orders/1"]);
+        hub.publish(2, &["orders/1/items"]);
+        hub.publish(3, &["orders"]);
+        hub.publish(4, &["team/7/chat", "orders/2"]);
+        hub.publish(5, &["team/7/a/b"]);
+        hub.publish(6, &["team/7"]);
+        assert!(hub.run().is_empty());
+        assert_eq!(hub.received(1), ["1-0", "2-0", "4-0"]);
+        assert_eq!(hub.received(2), ["4-0", "5-0"]);
+        assert_eq!(hub.received(3), ["1-0"]);
+        // Leaving unlists the patterns: nothing reaches a closed slot.
+        let (subscriber, _) = hub.streams.conns.remove(&1).unwrap();
+        hub.topics.unsubscribe(1, &subscriber.subs, |_, _, _| {});
+        hub.publish(7, &["orders/9"]);
+        assert!(hub.run().is_empty());
+        assert_eq!(hub.tally.frames, 6, "3 + 2 + 1, and nothing after leaving");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
+use ssehub_protocol::pattern::Pattern;
 use ssehub_protocol::sse::{Framing, StaticFrame};
 
 use crate::event::Event;
@@ -47,6 +48,17 @@ pub enum Subscriptions {
     One(TopicId, u32),
     /// Several topics.
     Many(Box<[(TopicId, u32)]>),
+    /// Patterns, and any topics besides (rare enough to box together).
+    Patterns(Box<WithPatterns>),
+}
+
+/// A subscription list that holds patterns.
+#[derive(Debug)]
+pub struct WithPatterns {
+    /// The plain topics and the positions in their lists.
+    pub topics: Box<[(TopicId, u32)]>,
+    /// The patterns, as listed in the worker's pattern index.
+    pub patterns: Box<[Pattern]>,
 }
 
 impl Subscriptions {
@@ -55,8 +67,17 @@ impl Subscriptions {
         let slice: &[(TopicId, u32)] = match self {
             Subscriptions::One(topic, pos) => return SubsIter::One(Some((*topic, *pos))),
             Subscriptions::Many(list) => list,
+            Subscriptions::Patterns(with) => &with.topics,
         };
         SubsIter::Many(slice.iter())
+    }
+
+    /// The pattern subscriptions (usually none).
+    pub fn patterns(&self) -> &[Pattern] {
+        match self {
+            Subscriptions::Patterns(with) => &with.patterns,
+            _ => &[],
+        }
     }
 
     /// Records that this subscriber now sits at `pos` in `topic`'s list.
@@ -66,6 +87,11 @@ impl Subscriptions {
             Subscriptions::One(..) => {}
             Subscriptions::Many(list) => {
                 if let Some(entry) = list.iter_mut().find(|(t, _)| *t == topic) {
+                    entry.1 = pos;
+                }
+            }
+            Subscriptions::Patterns(with) => {
+                if let Some(entry) = with.topics.iter_mut().find(|(t, _)| *t == topic) {
                     entry.1 = pos;
                 }
             }

@@ -8,9 +8,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ssehub_protocol::pattern::{Pattern, is_pattern};
+
 use crate::event::Event;
 use crate::history::History;
-use crate::subscriber::Subscriptions;
+use crate::pattern_index::PatternIndex;
+use crate::subscriber::{Subscriptions, WithPatterns};
 
 /// A topic's slot in one worker's table.
 pub type TopicId = u32;
@@ -37,12 +40,16 @@ pub struct Topics {
     free: Vec<TopicId>,
     /// `--history` for new topics.
     history: usize,
+    /// Pattern subscriptions: from a published topic to the subscribers of
+    /// every matching pattern. Empty (and never walked) unless someone
+    /// subscribed to a pattern.
+    patterns: PatternIndex<u32>,
 }
 
 impl Topics {
     /// An empty table whose topics retain `history` events each.
     pub fn new(history: usize) -> Self {
-        Topics { index: HashMap::new(), slots: Vec::new(), free: Vec::new(), history }
+        Topics { index: HashMap::new(), slots: Vec::new(), free: Vec::new(), history, patterns: PatternIndex::new() }
     }
 
     /// The slot of a topic this worker knows.
@@ -97,14 +104,28 @@ impl Topics {
         }
     }
 
-    /// Subscribes connection `key` to `names` (distinct); returns where it is listed.
+    /// Subscribes connection `key` to `names` (distinct topics or patterns;
+    /// a name that does not parse as a pattern is taken as a topic);
+    /// returns where it is listed.
     pub fn subscribe(&mut self, key: u32, names: &[String]) -> Subscriptions {
         let mut subs = Vec::with_capacity(names.len());
+        let mut patterns = Vec::new();
         for name in names {
+            if is_pattern(name)
+                && let Ok(pattern) = Pattern::parse(name)
+            {
+                self.patterns.insert(&pattern, key);
+                patterns.push(pattern);
+                continue;
+            }
             let topic = self.get_or_insert(name);
             let list = &mut self.slot_mut(topic).subscribers;
             list.push(key);
             subs.push((topic, (list.len() - 1) as u32));
+        }
+        if !patterns.is_empty() {
+            let with = WithPatterns { topics: subs.into_boxed_slice(), patterns: patterns.into_boxed_slice() };
+            return Subscriptions::Patterns(Box::new(with));
         }
         match subs[..] {
             [(topic, pos)] => Subscriptions::One(topic, pos),
@@ -112,9 +133,26 @@ impl Topics {
         }
     }
 
+    /// Calls `each` with every subscriber key listed under a pattern that
+    /// matches `topic` (once per matching pattern). Nothing is walked when no
+    /// one holds a pattern.
+    pub fn for_each_pattern_subscriber(&self, topic: &str, each: impl FnMut(u32)) {
+        if !self.patterns.is_empty() {
+            self.patterns.for_each_match(topic, each);
+        }
+    }
+
+    /// Every known topic `pattern` matches: a scan, for resumes only.
+    pub fn matching<'a>(&'a self, pattern: &'a Pattern) -> impl Iterator<Item = TopicId> + 'a {
+        self.index.iter().filter(|(name, _)| pattern.matches(name)).map(|(_, &id)| id)
+    }
+
     /// Removes a subscriber from every list it is in. `moved` is told each
     /// subscriber that took a vacated position, so it can update its own.
-    pub fn unsubscribe(&mut self, subs: &Subscriptions, mut moved: impl FnMut(u32, TopicId, u32)) {
+    pub fn unsubscribe(&mut self, key: u32, subs: &Subscriptions, mut moved: impl FnMut(u32, TopicId, u32)) {
+        for pattern in subs.patterns() {
+            self.patterns.remove(pattern, key);
+        }
         for (topic, pos) in subs.iter() {
             if let Some(other) = self.remove(topic, pos) {
                 moved(other, topic, pos);
@@ -129,11 +167,12 @@ impl Topics {
         let topic = self.slot_mut(id);
         topic.subscribers.swap_remove(pos as usize);
         let moved = topic.subscribers.get(pos as usize).copied();
-        if topic.subscribers.is_empty() && topic.history.is_empty() {
-            if let Some(topic) = self.slots[id as usize].take() {
-                self.index.remove(&topic.name);
-                self.free.push(id);
-            }
+        if topic.subscribers.is_empty()
+            && topic.history.is_empty()
+            && let Some(topic) = self.slots[id as usize].take()
+        {
+            self.index.remove(&topic.name);
+            self.free.push(id);
         }
         moved
     }
@@ -174,17 +213,17 @@ mod tests {
         let subs: Vec<Subscriptions> = (10..13).map(|key| topics.subscribe(key, &["a".into()])).collect();
         let t = topics.find("a").unwrap();
         let mut moves = Vec::new();
-        topics.unsubscribe(&subs[0], |key, topic, pos| moves.push((key, topic, pos)));
+        topics.unsubscribe(10, &subs[0], |key, topic, pos| moves.push((key, topic, pos)));
         assert_eq!(moves, [(12, t, 0)]);
         assert_eq!(topics.get(t).subscribers, [12, 11]);
-        topics.unsubscribe(&Subscriptions::One(t, 1), |_, _, _| panic!("nothing moves"));
-        topics.unsubscribe(&Subscriptions::One(t, 0), |_, _, _| panic!("nothing moves"));
+        topics.unsubscribe(11, &Subscriptions::One(t, 1), |_, _, _| panic!("nothing moves"));
+        topics.unsubscribe(12, &Subscriptions::One(t, 0), |_, _, _| panic!("nothing moves"));
         assert_eq!(topics.find("a"), None, "no subscribers and no history");
         assert!(topics.is_empty());
 
         topics.record(&event(1, "b"));
         let subs = topics.subscribe(1, &["b".into()]);
-        topics.unsubscribe(&subs, |_, _, _| {});
+        topics.unsubscribe(1, &subs, |_, _, _| {});
         assert!(topics.find("b").is_some(), "history keeps the topic");
     }
 

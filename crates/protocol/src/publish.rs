@@ -80,10 +80,10 @@ impl Publication {
             return Err(TopicError::Missing.into());
         }
         let data = data.ok_or(PublishError::Invalid("data is required"))?;
-        if let Some(event) = &event {
-            if !sse::valid_event_type(event) {
-                return Err(PublishError::Invalid(EVENT_INVALID));
-            }
+        if let Some(event) = &event
+            && !sse::valid_event_type(event)
+        {
+            return Err(PublishError::Invalid(EVENT_INVALID));
         }
         Ok(Publication { topics, data, event, retry })
     }

@@ -1,9 +1,11 @@
-//! The subscribe query, `GET /events?topic=T[&topic=T2...][&lastEventId=ID]`,
-//! decoded as browsers encode it.
+//! The subscribe query, `GET /events?topic=T[&topic=T2...][&lastEventId=ID][&token=JWT]`,
+//! decoded as browsers encode it. A topic may be a pattern (`orders/*`,
+//! `team/7/**`; see `pattern`); patterns count toward the 64.
 
 use std::fmt;
 
 use crate::form::{self, FormError};
+use crate::pattern::{Pattern, PatternError, is_pattern};
 use crate::topic::{TopicError, add_topic};
 
 /// Why a subscribe query is refused (400).
@@ -13,6 +15,8 @@ pub enum QueryError {
     Form(FormError),
     /// The topics are missing, invalid or too many.
     Topic(TopicError),
+    /// A pattern that cannot be one (`**` not last).
+    Pattern(PatternError),
 }
 
 impl QueryError {
@@ -21,6 +25,7 @@ impl QueryError {
         match self {
             QueryError::Form(error) => error.detail(),
             QueryError::Topic(error) => error.detail(),
+            QueryError::Pattern(error) => error.detail(),
         }
     }
 }
@@ -72,7 +77,13 @@ pub fn parse_subscribe(query: &[u8]) -> Result<Subscribe, QueryError> {
     let mut subscribe = Subscribe::default();
     for (name, value) in form::pairs(query) {
         match &form::decode_bytes(name)?[..] {
-            b"topic" => add_topic(&mut subscribe.topics, form::decode_text(value)?)?,
+            b"topic" => {
+                let topic = form::decode_text(value)?;
+                if is_pattern(&topic) {
+                    Pattern::parse(&topic).map_err(QueryError::Pattern)?;
+                }
+                add_topic(&mut subscribe.topics, topic)?;
+            }
             b"lastEventId" if subscribe.last_event_id.is_none() => {
                 subscribe.last_event_id = Some(form::decode_bytes(value)?);
             }
@@ -116,6 +127,8 @@ mod tests {
             ("topic=a%00", invalid),
             ("topic=a%C2%85", invalid),
             ("topic=%zz", Err(QueryError::Form(FormError::BadEscape))),
+            ("topic=orders/*&topic=team/7/**&topic=a*b", Ok(3)),
+            ("topic=a/**/b", Err(QueryError::Pattern(PatternError::DoubleStarNotLast))),
             (&long, invalid),
             (&max, Ok(1)),
             (&many[..MAX_TOPICS].join("&"), Ok(MAX_TOPICS)),

@@ -6,7 +6,6 @@
 //! the follower sees Redis again or half a second has passed), so a publisher
 //! gets `503` quickly and a resuming client gets a gap notice instead of waiting.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::Receiver;
@@ -17,6 +16,7 @@ use ssehub_core::backplane::{PublishFailure, ReplayRequest, Reply};
 use ssehub_core::bus::Bus;
 use ssehub_core::history::Gap;
 use ssehub_core::{Event, EventId};
+use ssehub_protocol::pattern::{Pattern, is_pattern};
 use ssehub_protocol::publish::Publication;
 
 use super::entry::{self, Entry};
@@ -120,8 +120,33 @@ fn publish(
         .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "XADD returned a bad id")))
 }
 
+/// One subscription of a resuming client: a topic, or a pattern.
+enum Subscription<'a> {
+    /// Exactly this topic.
+    Topic(&'a str),
+    /// Every topic the pattern matches.
+    Pattern(Pattern),
+}
+
+impl<'a> Subscription<'a> {
+    fn new(name: &'a str) -> Self {
+        match Pattern::parse(name) {
+            Ok(pattern) if is_pattern(name) => Subscription::Pattern(pattern),
+            _ => Subscription::Topic(name),
+        }
+    }
+
+    fn matches(&self, topic: &str) -> bool {
+        match self {
+            Subscription::Topic(name) => *name == topic,
+            Subscription::Pattern(pattern) => pattern.matches(topic),
+        }
+    }
+}
+
 /// What a client resuming from `after` missed, read newest first from `upto`
-/// down, at most `history` events per topic, then put back in order.
+/// down, at most `history` events per subscription (topic or pattern), then
+/// put back in order.
 fn replay(conn: &mut Connection, stream: &str, request: &ReplayRequest) -> RedisResult<(Option<Gap>, Vec<Arc<Event>>)> {
     let ReplayRequest { topics, after, upto, history } = request;
     let (after, upto, history) = (*after, *upto, *history);
@@ -133,12 +158,13 @@ fn replay(conn: &mut Connection, stream: &str, request: &ReplayRequest) -> Redis
         (Some(_), None) => Some(Gap::Evicted), // the stream is empty or gone: what it held is lost
         _ => None,
     };
-    let mut room: HashMap<&str, usize> = topics.iter().map(|t| (t.as_str(), history)).collect();
+    // Room left per subscription (a topic, or a pattern matching many).
+    let mut room: Vec<(Subscription, usize)> = topics.iter().map(|t| (Subscription::new(t), history)).collect();
     let lower = after.map_or_else(|| "-".to_string(), |after| format!("({after}"));
     let mut upper = upto.to_string();
     let mut kept = Vec::new();
     let mut scanned = 0;
-    while history > 0 && scanned < SCAN_LIMIT && room.values().any(|&n| n > 0) {
+    while history > 0 && scanned < SCAN_LIMIT && room.iter().any(|&(_, n)| n > 0) {
         let page: Value =
             redis::cmd("XREVRANGE").arg(stream).arg(&upper).arg(&lower).arg("COUNT").arg(PAGE).query(conn)?;
         let entries = entry::range_entries(&page);
@@ -146,10 +172,8 @@ fn replay(conn: &mut Connection, stream: &str, request: &ReplayRequest) -> Redis
         for entry in &entries {
             let (Some(id), Ok(publication)) = (entry.event_id(), entry.publication()) else { continue };
             let mut wanted = false;
-            for topic in &publication.topics {
-                if let Some(left) = room.get_mut(topic.as_str())
-                    && *left > 0
-                {
+            for (subscription, left) in room.iter_mut() {
+                if *left > 0 && publication.topics.iter().any(|topic| subscription.matches(topic)) {
                     *left -= 1;
                     wanted = true;
                 }
