@@ -288,3 +288,41 @@ fn behind_nginx_any_node_serves_and_a_dead_node_costs_nothing() {
     assert!(resumed >= 1, "some subscribers were on the dead node");
     drop(b);
 }
+
+#[test]
+fn private_pattern_subscriptions_work_across_nodes_and_resume_from_the_stream() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 60;
+    let claims = serde_json::json!({"sub": "42", "exp": exp, "ssehub": {"subscribe": ["user/42/**"]}});
+    let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(b"cluster-secret").unwrap()).unwrap();
+    let auth = ["--jwt-secret", "cluster-secret", "--publish-token", "pub"];
+    let publish = |node: &Server, form: &str| -> String {
+        let request = format!(
+            "POST /publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer pub\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        );
+        let response = node.raw(request.as_bytes());
+        assert_eq!(status_of(&response), 200, "{response}");
+        common::body_of(&response).trim().to_owned()
+    };
+    let redis = Redis::start();
+    let a = Server::node(&redis, &auth);
+    let b = Server::node(&redis, &auth);
+    // Grants are checked on the node the client connects to.
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let refused = b.raw(b"GET /events?topic=user/43/* HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(status_of(&refused), 401);
+    let mut sub = b.subscribe_with("topic=user/42/*", &bearer);
+    assert_eq!(sub.status(), 200);
+    let first = publish(&a, "topic=user/42/inbox&data=one");
+    publish(&a, "topic=user/43/inbox&data=not-yours");
+    publish(&a, "topic=user/42/alerts&data=two");
+    assert_eq!(data(&sub.next_events(2)), ["one", "two"]);
+
+    // A node started afterwards has none of it in memory: the resume through
+    // the pattern is read from the Redis stream.
+    let c = Server::node(&redis, &auth);
+    let mut resumed = c.subscribe_with("topic=user/42/*", &format!("{bearer}Last-Event-ID: {first}\r\n"));
+    publish(&a, "topic=user/42/inbox&data=live");
+    assert_eq!(data(&resumed.next_events(2)), ["two", "live"]);
+}
