@@ -413,7 +413,11 @@ impl<D: Driver> Worker<D> {
             self.fanout.forget(key as u32);
         }
         let conns = &mut self.conns;
-        self.timers.heartbeats.compact(live, |d| conns.get(d.key as usize).is_some_and(|c| c.stamp == d.stamp));
+        let current = |d: &crate::timer::Deadline| conns.get(d.key as usize).is_some_and(|c| c.stamp == d.stamp);
+        self.timers.heartbeats.compact(live, current);
+        // Token expiries may lie hours ahead: without this, streams that come
+        // and go would leave one stale entry each until then.
+        self.timers.expiries.compact(live, current);
         self.topics.unsubscribe(key as u32, &subscriber.subs, |moved, topic, pos| {
             if let Some(Conn { state: State::Subscriber(other), .. }) = conns.get_mut(moved as usize) {
                 other.subs.set_position(topic, pos);
