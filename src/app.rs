@@ -10,7 +10,9 @@
 //! will be refused), and [`respond`] once it is complete.
 
 use ssehub_core::EventId;
-use ssehub_core::backplane::{Origin, PublishFailure, Submitted};
+use std::sync::Arc;
+
+use ssehub_core::backplane::{Origin, PublishFailure, Reply, Revocation, Submitted};
 use ssehub_protocol::http::response::CONTINUE;
 use ssehub_protocol::http::{BodyKind, Method, Request};
 use ssehub_protocol::publish::{self, PublishError};
@@ -30,6 +32,8 @@ pub enum Route {
     Events,
     /// `POST /publish`.
     Publish,
+    /// `POST /disconnect`: end the streams of a token subject.
+    Disconnect,
     /// `GET /healthz`: liveness.
     Healthz,
     /// `GET /readyz`: readiness for load balancers.
@@ -45,6 +49,7 @@ pub fn route(path: &[u8]) -> Route {
     match path {
         b"/events" => Route::Events,
         b"/publish" => Route::Publish,
+        b"/disconnect" => Route::Disconnect,
         b"/healthz" => Route::Healthz,
         b"/readyz" => Route::Readyz,
         b"/metrics" => Route::Metrics,
@@ -127,14 +132,14 @@ pub fn admit(shared: &Shared, request: &Request<'_>, peer: &Peer, out: &mut Vec<
     let route = route(request.path());
     let allowed = match route {
         Route::Events => matches!(head.method, Method::Get | Method::Options),
-        Route::Publish => matches!(head.method, Method::Post | Method::Options),
+        Route::Publish | Route::Disconnect => matches!(head.method, Method::Post | Method::Options),
         Route::Healthz | Route::Readyz | Route::Metrics => head.method == Method::Get,
         Route::Unknown => return Err(HttpError::NotFound),
     };
     if !allowed {
         return Err(HttpError::MethodNotAllowed(match route {
             Route::Events => "GET, OPTIONS",
-            Route::Publish => "POST, OPTIONS",
+            Route::Publish | Route::Disconnect => "POST, OPTIONS",
             _ => "GET",
         }));
     }
@@ -145,7 +150,7 @@ pub fn admit(shared: &Shared, request: &Request<'_>, peer: &Peer, out: &mut Vec<
         loopback: peer.loopback,
     };
     match (route, head.method) {
-        (Route::Publish, Method::Post) => {
+        (Route::Publish | Route::Disconnect, Method::Post) => {
             let grant = shared.authorizer.publish(&credentials).inspect_err(|&denied| count(shared, peer, denied))?;
             if peer.over_limit {
                 return Err(HttpError::Unavailable("too many connections"));
@@ -218,6 +223,12 @@ pub fn respond(
                 return Answer::Fail(HttpError::BadRequest("not admitted"));
             };
             publish(shared, request, peer, &grant, out)
+        }
+        (Route::Disconnect, Method::Post) => {
+            let Some(Admitted::Publish(grant)) = admitted.map(|a| *a) else {
+                return Answer::Fail(HttpError::BadRequest("not admitted"));
+            };
+            disconnect(shared, request, peer, &grant)
         }
         (_, Method::Options) => {
             preflight(out, cors(shared, request).as_deref(), keep_alive);
@@ -309,6 +320,66 @@ fn publish(shared: &Shared, request: &Request<'_>, peer: &Peer, grant: &PublishG
     }
 }
 
+/// `POST /disconnect` with `sub=S` (form or JSON): every worker ends the
+/// streams opened with a token of subject S, each after `ssehub-expired`
+/// (`revoked`); the answer is how many. Needs publish credentials that
+/// cover everything (`--publish-token`, or a grant covering `**`).
+fn disconnect(shared: &Shared, request: &Request<'_>, peer: &Peer, grant: &PublishGrant) -> Answer {
+    let everything = match grant {
+        PublishGrant::All => true,
+        PublishGrant::Topics(grants) => crate::auth::covered(grants, "**"),
+    };
+    if !everything {
+        count(shared, peer, Denied::PublishNotGranted);
+        return Answer::Fail(HttpError::Denied(Denied::PublishNotGranted));
+    }
+    let subject = match disconnect_subject(request.header("content-type"), request.body()) {
+        Ok(subject) => subject,
+        Err(error) => return Answer::Fail(error),
+    };
+    let revocation = Arc::new(Revocation::new(subject.into(), peer.origin, shared.bus.workers()));
+    for worker in 0..shared.bus.workers() {
+        shared.bus.reply(worker, Reply::Revoke(Arc::clone(&revocation)));
+    }
+    Answer::Pending(Awaiting { keep_alive: request.head.keep_alive, cors: cors(shared, request) })
+}
+
+/// The `sub` of a disconnect body: a form field or a JSON string member.
+fn disconnect_subject(content_type: Option<&[u8]>, body: &[u8]) -> Result<String, HttpError> {
+    let media = content_type.map(|v| v.split(|&b| b == b';').next().unwrap_or_default().trim_ascii());
+    let subject = match media {
+        Some(m) if m.eq_ignore_ascii_case(b"application/json") => {
+            let value: serde_json::Value =
+                serde_json::from_slice(body).map_err(|_| HttpError::BadRequest("malformed JSON"))?;
+            value.get("sub").and_then(|s| s.as_str()).map(str::to_owned)
+        }
+        None => None,
+        Some(m) if m.eq_ignore_ascii_case(b"application/x-www-form-urlencoded") => {
+            let mut found = None;
+            for (name, value) in ssehub_protocol::form::pairs(body) {
+                if name == b"sub" {
+                    found =
+                        Some(ssehub_protocol::form::decode_text(value).map_err(|e| HttpError::BadRequest(e.detail()))?);
+                }
+            }
+            found
+        }
+        Some(_) => return Err(HttpError::UnsupportedMediaType),
+    };
+    match subject {
+        Some(subject) if !subject.is_empty() => Ok(subject),
+        _ => Err(HttpError::BadRequest("disconnect needs sub=<token subject>")),
+    }
+}
+
+/// The answer to a disconnect: how many streams ended.
+pub fn write_revoked(out: &mut Vec<u8>, closed: usize, keep_alive: bool, cors: Option<&str>) {
+    let body = format!("{closed}\n");
+    write_head(out, 200, "text/plain; charset=utf-8", body.len(), keep_alive, cors);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
 /// The refusal a failed publish is answered with.
 pub fn publish_failure(failure: PublishFailure) -> HttpError {
     match failure {
@@ -337,6 +408,7 @@ mod tests {
         let cases: &[(&[u8], Route)] = &[
             (b"/events", Route::Events),
             (b"/publish", Route::Publish),
+            (b"/disconnect", Route::Disconnect),
             (b"/healthz", Route::Healthz),
             (b"/readyz", Route::Readyz),
             (b"/metrics", Route::Metrics),

@@ -21,6 +21,7 @@
 //! Requests are handled in `exchange`, streams in `streams`; this file owns
 //! the loop, accepting, deadlines and closing.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -134,6 +135,9 @@ pub struct Worker<D: Driver> {
     pub(crate) tally: Tally,
     /// Jitter for retry-and-close.
     rng: u64,
+    /// Token subjects of this worker's streams opened with one that has a
+    /// `sub`, for `POST /disconnect`; empty without JWT auth.
+    pub(crate) subjects: HashMap<u32, Box<str>>,
 }
 
 /// True for errors that mean "try again later".
@@ -174,6 +178,7 @@ impl<D: Driver> Worker<D> {
             deferred: Vec::new(),
             shutdown_at: None,
             tally: Tally::default(),
+            subjects: HashMap::new(),
             rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(unix_ms()),
             shared,
         }
@@ -411,6 +416,9 @@ impl<D: Driver> Worker<D> {
         let live = self.shared.stats[self.index].subscribers.fetch_sub(1, Relaxed) as usize - 1;
         if subscriber.filtered {
             self.fanout.forget(key as u32);
+        }
+        if !self.subjects.is_empty() {
+            self.subjects.remove(&(key as u32));
         }
         let conns = &mut self.conns;
         let current = |d: &crate::timer::Deadline| conns.get(d.key as usize).is_some_and(|c| c.stamp == d.stamp);

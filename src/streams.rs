@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use slab::Slab;
-use ssehub_core::backplane::{Catchup, Origin, ReplayRequest, Reply};
+use ssehub_core::backplane::{Catchup, Origin, ReplayRequest, Reply, Revocation};
 use ssehub_core::bus::unix_ms;
 use ssehub_core::fanout::{Closing, Streams, Write as FrameWrite};
 use ssehub_core::history::Gap;
@@ -33,6 +33,9 @@ const EVENT_STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-str
 /// last id stays the last event it really got.
 const EXPIRED: StaticFrame =
     ssehub_protocol::static_frame!(b"event: ssehub-expired\ndata: {\"reason\":\"expired\"}\n\n");
+/// The last event of a stream whose subject was revoked (`POST /disconnect`).
+const REVOKED: StaticFrame =
+    ssehub_protocol::static_frame!(b"event: ssehub-expired\ndata: {\"reason\":\"revoked\"}\n\n");
 /// Bytes a subscriber may send after its request before it is closed.
 const MAX_STREAM_INPUT: u16 = 4096;
 
@@ -219,6 +222,9 @@ impl<D: Driver> Worker<D> {
         let now = self.timers.clock.now();
         self.timers.heartbeats.arm(now, key as u32, stamp);
         if let Some(grant) = grant {
+            if let Some(subject) = grant.subject {
+                self.subjects.insert(key as u32, subject.into_boxed_str());
+            }
             let left_ms = (grant.expires_at.saturating_mul(1000)).saturating_sub(unix_ms());
             self.timers.expiries.arm_at(now.saturating_add(left_ms), key as u32, stamp);
         }
@@ -280,6 +286,8 @@ impl<D: Driver> Worker<D> {
             match reply {
                 Reply::Published { key, stamp, outcome } => self.answer_publish(key as usize, stamp, outcome),
                 Reply::Replayed { key, stamp, gap, events } => self.release_replay(key as usize, stamp, gap, events),
+                Reply::Revoke(revocation) => self.revoke(&revocation),
+                Reply::Revoked { key, stamp, closed } => self.answer_revoked(key as usize, stamp, closed),
             }
         }
     }
@@ -301,6 +309,30 @@ impl<D: Driver> Worker<D> {
             }
             Err(failure) => self.fail_with_cors(key, app::publish_failure(failure), awaiting.cors),
         }
+    }
+
+    /// Ends this worker's streams of a revoked subject; the last worker to
+    /// report answers the connection that asked.
+    fn revoke(&mut self, revocation: &Revocation) {
+        let keys: Vec<u32> =
+            self.subjects.iter().filter(|(_, subject)| **subject == revocation.subject).map(|(&key, _)| key).collect();
+        for &key in &keys {
+            log::debug!("stream {key}: revoked");
+            self.end_stream(key as usize, Some(REVOKED));
+        }
+        if let Some(closed) = revocation.report(keys.len()) {
+            let Origin { worker, key, stamp } = revocation.origin;
+            self.shared.bus.reply(worker, Reply::Revoked { key, stamp, closed });
+        }
+    }
+
+    fn answer_revoked(&mut self, key: usize, stamp: u32, closed: usize) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.stamp == stamp) else { return };
+        let State::Exchange(exchange) = &mut conn.state else { return };
+        let Some(awaiting) = exchange.awaiting.take() else { return };
+        let keep_alive = awaiting.keep_alive && !exchange.close_after;
+        app::write_revoked(&mut exchange.out, closed, keep_alive, awaiting.cors.as_deref());
+        self.process(key);
     }
 
     /// Puts a replay read from the log in front of the live events queued meanwhile.

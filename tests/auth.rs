@@ -300,3 +300,39 @@ fn streams_to_explicit_origins_allow_credentials() {
     assert_eq!(header(&sub.head, "access-control-allow-origin"), Some("*"));
     assert_eq!(header(&sub.head, "access-control-allow-credentials"), None, "never with *");
 }
+
+#[test]
+fn disconnect_by_subject_ends_that_users_streams_on_every_worker() {
+    let server = hub(&["--workers", "2"]);
+    let token = |sub: &str| {
+        mint(Algorithm::HS256, &json!({"sub": sub, "exp": now() + 60, "ssehub": {"subscribe": ["user/**"]}}))
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    // Several connections, so both workers hold some of alice's streams.
+    let mut alices: Vec<_> = (0..6).map(|_| server.subscribe_with("topic=user/a", &bearer(&alice))).collect();
+    let mut bobs = server.subscribe_with("topic=user/a", &bearer(&bob));
+    let post = |auth: &str, body: &str| -> (u16, String) {
+        let request = format!(
+            "POST /disconnect HTTP/1.1\r\nHost: t\r\n{}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            bearer(auth),
+            body.len()
+        );
+        let response = server.raw(request.as_bytes());
+        (status_of(&response), body_of(&response).to_owned())
+    };
+    // Only credentials that cover everything may revoke.
+    let narrow = mint(Algorithm::HS256, &grants(&[], &["user/**"]));
+    assert_eq!(post(&narrow, "sub=alice").0, 403);
+    assert_eq!(post(PUBLISH_TOKEN, "nobody=1").0, 400);
+
+    assert_eq!(post(PUBLISH_TOKEN, "sub=alice"), (200, "6\n".to_owned()));
+    for sub in &mut alices {
+        let last = sub.next_event();
+        assert_eq!((last.event_type.as_str(), last.data.as_str()), ("ssehub-expired", r#"{"reason":"revoked"}"#));
+        assert!(sub.read_until_closed().is_empty());
+        assert!(sub.ended_cleanly);
+    }
+    publish(&server, "topic=user/a&data=still-bob");
+    assert_eq!(bobs.next_event().data, "still-bob", "other subjects keep their streams");
+    assert_eq!(post(PUBLISH_TOKEN, "sub=alice"), (200, "0\n".to_owned()));
+}

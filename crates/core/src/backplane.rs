@@ -7,6 +7,7 @@
 //! third implementation (an on-disk log) needs no change to the workers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ssehub_protocol::EventId;
 use ssehub_protocol::publish::Publication;
@@ -88,6 +89,45 @@ pub enum Reply {
         /// The events, in id order.
         events: Vec<Arc<Event>>,
     },
+    /// End every stream opened with a token of this subject (a logout).
+    Revoke(Arc<Revocation>),
+    /// Every worker has ended its streams of a [`Revocation`].
+    Revoked {
+        /// The connection that asked.
+        key: u32,
+        /// Its stamp when it asked.
+        stamp: u32,
+        /// Streams ended, over all workers.
+        closed: usize,
+    },
+}
+
+/// A `POST /disconnect` on its way through every worker: each ends its own
+/// streams of `subject` and reports; the last one to report answers the
+/// connection that asked.
+#[derive(Debug)]
+pub struct Revocation {
+    /// The token subject (`sub`) whose streams end.
+    pub subject: Box<str>,
+    /// Who asked.
+    pub origin: Origin,
+    /// Streams ended so far.
+    closed: AtomicUsize,
+    /// Workers yet to report.
+    remaining: AtomicUsize,
+}
+
+impl Revocation {
+    /// A revocation to be handled by `workers` workers.
+    pub fn new(subject: Box<str>, origin: Origin, workers: usize) -> Self {
+        Revocation { subject, origin, closed: AtomicUsize::new(0), remaining: AtomicUsize::new(workers) }
+    }
+
+    /// One worker ended `closed` streams; the total once every worker has reported.
+    pub fn report(&self, closed: usize) -> Option<usize> {
+        let total = self.closed.fetch_add(closed, Ordering::AcqRel) + closed;
+        (self.remaining.fetch_sub(1, Ordering::AcqRel) == 1).then(|| self.closed.load(Ordering::Acquire).max(total))
+    }
 }
 
 /// What orders a node's events: see the module documentation.
