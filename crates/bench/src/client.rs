@@ -51,6 +51,8 @@ pub struct SubSetup {
     /// `[addr, spread...][id % (1 + len)]`): the nodes of a cluster.
     pub spread: Vec<SocketAddr>,
     pub host: String,
+    /// Extra request headers (`Name: value`), e.g. a token.
+    pub headers: Vec<String>,
     pub path: Template,
     /// Topic index → name; the broadcast topic, if any, is the last one.
     pub topic_names: Arc<Vec<String>>,
@@ -664,7 +666,7 @@ fn send_request(conn: &mut Conn, setup: &SubSetup, buf: &mut Vec<u8>, path: &mut
         data: b"",
     };
     setup.path.render_into(path, &vars);
-    http::write_get(buf, &setup.host, path);
+    http::write_get(buf, &setup.host, path, &setup.headers);
     while conn.req_written < buf.len() {
         match conn.stream.write(&buf[conn.req_written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -23,6 +23,8 @@ pub struct Config {
     pub pub_method: String,
     pub pub_body: String,
     pub pub_headers: Vec<String>,
+    /// Extra subscribe request headers (`Name: value`).
+    pub sub_headers: Vec<String>,
     pub threads: usize,
     /// Subscribers connected before publishing and kept to the end.
     pub subscribers: u64,
@@ -114,11 +116,11 @@ impl Config {
         } else {
             a.pub_headers.clone()
         };
-        for h in &pub_headers {
+        for h in pub_headers.iter().chain(&a.sub_headers) {
             let ok = h.split_once(':').is_some_and(|(n, _)| !n.is_empty() && !n.contains(char::is_whitespace))
                 && !h.contains(['\r', '\n']);
             if !ok {
-                return Err(format!("--pub-header {h:?}: expected `Name: value`"));
+                return Err(format!("header {h:?}: expected `Name: value`"));
             }
             if h.to_ascii_lowercase().starts_with("content-length:") {
                 return Err("--pub-header: Content-Length is computed, do not pass it".into());
@@ -195,6 +197,7 @@ impl Config {
             pub_method: a.pub_method.clone().unwrap_or_else(|| preset.pub_method.to_string()),
             pub_body,
             pub_headers,
+            sub_headers: a.sub_headers.clone(),
             threads,
             subscribers,
             events,

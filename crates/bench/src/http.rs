@@ -5,13 +5,19 @@
 
 pub use ssehub_protocol::http::response::{BodyDecoder, BodyFraming as Framing, HeadBuffer, push_decimal};
 
-/// Appends a subscribe request for `path` to `out`.
-pub fn write_get(out: &mut Vec<u8>, host: &str, path: &[u8]) {
+/// Appends a subscribe request for `path` to `out`, with extra `headers`
+/// (complete `Name: value` lines without CRLF).
+pub fn write_get(out: &mut Vec<u8>, host: &str, path: &[u8], headers: &[String]) {
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(path);
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(b"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n");
+    out.extend_from_slice(b"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n");
+    for h in headers {
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends a request with a body (publish) to `out`. `headers` are complete
@@ -40,7 +46,7 @@ mod tests {
     #[test]
     fn builds_requests() {
         let mut out = Vec::new();
-        write_get(&mut out, "127.0.0.1:8080", b"/events?topic=t0");
+        write_get(&mut out, "127.0.0.1:8080", b"/events?topic=t0", &[]);
         assert_eq!(
             out,
             b"GET /events?topic=t0 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"

@@ -118,6 +118,9 @@ pub struct RunArgs {
     /// Publish header `Name: value` (repeatable; replaces the preset's).
     #[arg(long = "pub-header", value_name = "HEADER")]
     pub pub_headers: Vec<String>,
+    /// Subscribe header `Name: value` (repeatable), e.g. `Authorization: Bearer <jwt>`.
+    #[arg(long = "sub-header", value_name = "HEADER")]
+    pub sub_headers: Vec<String>,
 
     /// Subscriber threads, each with its own mio Poll [default: cores].
     #[arg(long)]

@@ -212,6 +212,7 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         addr: cfg.sub.addr,
         spread: cfg.spread.clone(),
         host: cfg.sub.host.clone(),
+        headers: cfg.sub_headers.clone(),
         path: cfg.sub.path.clone(),
         topic_names: Arc::clone(&names),
         topics: cfg.topics,
