@@ -814,6 +814,7 @@ mod tests {
             addr,
             spread: Vec::new(),
             host: addr.to_string(),
+            headers: Vec::new(),
             path: Template::parse("/events?topic={topic}"),
             topic_names: Arc::new(vec!["t0".into()]),
             topics: 1,
