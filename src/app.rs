@@ -12,7 +12,7 @@
 use ssehub_core::EventId;
 use std::sync::Arc;
 
-use ssehub_core::backplane::{Origin, PublishFailure, Reply, Revocation, Submitted};
+use ssehub_core::backplane::{Origin, PublishFailure, Reply, Revocation, Revoking, Submitted};
 use ssehub_protocol::http::response::CONTINUE;
 use ssehub_protocol::http::{BodyKind, Method, Request};
 use ssehub_protocol::publish::{self, PublishError};
@@ -322,7 +322,8 @@ fn publish(shared: &Shared, request: &Request<'_>, peer: &Peer, grant: &PublishG
 
 /// `POST /disconnect` with `sub=S` (form or JSON): every worker ends the
 /// streams opened with a token of subject S, each after `ssehub-expired`
-/// (`revoked`); the answer is how many. Needs publish credentials that
+/// (`revoked`); the answer is how many this node ended. In cluster mode the
+/// revocation is announced on the stream first, so every node ends its own. Needs publish credentials that
 /// cover everything (`--publish-token`, or a grant covering `**`).
 fn disconnect(shared: &Shared, request: &Request<'_>, peer: &Peer, grant: &PublishGrant) -> Answer {
     let everything = match grant {
@@ -337,9 +338,15 @@ fn disconnect(shared: &Shared, request: &Request<'_>, peer: &Peer, grant: &Publi
         Ok(subject) => subject,
         Err(error) => return Answer::Fail(error),
     };
-    let revocation = Arc::new(Revocation::new(subject.into(), peer.origin, shared.bus.workers()));
-    for worker in 0..shared.bus.workers() {
-        shared.bus.reply(worker, Reply::Revoke(Arc::clone(&revocation)));
+    let revocation = Arc::new(Revocation::new(subject.into(), Some(peer.origin), shared.bus.workers()));
+    match shared.backplane.revoke(Arc::clone(&revocation)) {
+        Revoking::Local => {
+            for worker in 0..shared.bus.workers() {
+                shared.bus.reply(worker, Reply::Revoke(Arc::clone(&revocation)));
+            }
+        }
+        Revoking::Pending => {}
+        Revoking::Failed(failure) => return Answer::Fail(publish_failure(failure)),
     }
     Answer::Pending(Awaiting { keep_alive: request.head.keep_alive, cors: cors(shared, request) })
 }

@@ -320,8 +320,9 @@ impl<D: Driver> Worker<D> {
             log::debug!("stream {key}: revoked");
             self.end_stream(key as usize, Some(REVOKED));
         }
-        if let Some(closed) = revocation.report(keys.len()) {
-            let Origin { worker, key, stamp } = revocation.origin;
+        if let Some(closed) = revocation.report(keys.len())
+            && let Some(Origin { worker, key, stamp }) = revocation.origin
+        {
             self.shared.bus.reply(worker, Reply::Revoked { key, stamp, closed });
         }
     }

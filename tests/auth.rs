@@ -336,3 +336,73 @@ fn disconnect_by_subject_ends_that_users_streams_on_every_worker() {
     assert_eq!(bobs.next_event().data, "still-bob", "other subjects keep their streams");
     assert_eq!(post(PUBLISH_TOKEN, "sub=alice"), (200, "0\n".to_owned()));
 }
+
+#[test]
+fn no_token_or_secret_ever_reaches_the_log() {
+    let log_path = common::temp_dir("auth-log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let args = [
+        "--jwt-secret",
+        SECRET,
+        "--publish-token",
+        PUBLISH_TOKEN,
+        "--public-topic",
+        "news",
+        "--jwt-leeway",
+        "0",
+        "--log",
+        "trace",
+    ];
+    let server = Server::start_with(&args, |command| {
+        command.stderr(log);
+    });
+    let valid = mint(Algorithm::HS256, &grants(&["user/42/**"], &["user/42/**"]));
+    let short = mint(Algorithm::HS256, &json!({"sub": "42", "exp": now() + 1, "ssehub": {"subscribe": ["user/**"]}}));
+    let expired = mint(Algorithm::HS256, &json!({"sub": "42", "exp": now() - 100}));
+    let forged = format!("{}x", &valid[..valid.len() - 1]);
+    let wrong_key = encode(
+        &Header::new(Algorithm::HS256),
+        &grants(&["**"], &["**"]),
+        &EncodingKey::from_secret(b"k").expect("key"),
+    )
+    .expect("mint");
+    let tokens = [&valid, &short, &expired, &forged, &wrong_key];
+
+    // Every source, every outcome: accepted, refused, expired while open.
+    let mut accepted = server.subscribe_with("topic=user/42/a", &bearer(&valid));
+    assert_eq!(accepted.status(), 200);
+    let mut expiring = server.subscribe_with(&format!("topic=user/42/b&token={short}"), "");
+    assert_eq!(expiring.status(), 200);
+    let cookie = server.subscribe_with("topic=user/42/c", &format!("Cookie: a=b; ssehub_token={valid}\r\n"));
+    assert_eq!(cookie.status(), 200);
+    for token in &tokens[2..] {
+        assert_eq!(server.subscribe_with("topic=user/42/a", &bearer(token)).status(), 401);
+        assert_eq!(server.subscribe_with(&format!("topic=user/42/a&token={token}"), "").status(), 401);
+    }
+    assert_eq!(server.subscribe_with("topic=user/43", &bearer(&valid)).status(), 403);
+    // A malformed request carrying a token in its target is refused whole.
+    let bad = format!("GET /events?topic=&token={valid} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(status_of(&server.raw(bad.as_bytes())), 400);
+    for (auth, status) in [(valid.as_str(), 200), (forged.as_str(), 401), ("wrong-publish-token", 401)] {
+        let form = "topic=user/42/a&data=x";
+        let request = format!(
+            "POST /publish HTTP/1.1\r\nHost: t\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            bearer(auth),
+            form.len()
+        );
+        assert_eq!(status_of(&server.raw(request.as_bytes())), status, "publish with {auth:.8}...");
+    }
+    assert_eq!(accepted.next_event().data, "x");
+    assert_eq!(expiring.next_event().event_type, "ssehub-expired");
+
+    drop(server);
+    let text = std::fs::read_to_string(&log_path).expect("read log");
+    let _ = std::fs::remove_file(&log_path);
+    assert!(text.contains("subscriber token for sub"), "the trace log is on:\n{text}");
+    for secret in tokens.iter().map(|t| t.as_str()).chain([SECRET, PUBLISH_TOKEN, "wrong-publish-token"]) {
+        // Any piece of a token (its signature alone, its payload alone) counts.
+        for piece in secret.split('.').filter(|p| p.len() >= 8) {
+            assert!(!text.contains(piece), "the log holds a piece of a secret: {piece:.12}...");
+        }
+    }
+}

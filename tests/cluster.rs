@@ -326,3 +326,51 @@ fn private_pattern_subscriptions_work_across_nodes_and_resume_from_the_stream() 
     publish(&a, "topic=user/42/inbox&data=live");
     assert_eq!(data(&resumed.next_events(2)), ["two", "live"]);
 }
+
+#[test]
+fn disconnect_on_one_node_ends_that_subjects_streams_on_every_node() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 60;
+    let token = |sub: &str| {
+        let claims = serde_json::json!({"sub": sub, "exp": exp, "ssehub": {"subscribe": ["user/**"]}});
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(b"cluster-secret").unwrap()).unwrap()
+    };
+    let auth = ["--jwt-secret", "cluster-secret", "--publish-token", "pub"];
+    let redis = Redis::start();
+    let a = Server::node(&redis, &auth);
+    let b = Server::node(&redis, &auth);
+    let bearer = |sub: &str| format!("Authorization: Bearer {}\r\n", token(sub));
+    let mut alice_a = a.subscribe_with("topic=user/a", &bearer("alice"));
+    let mut alice_b = b.subscribe_with("topic=user/a", &bearer("alice"));
+    let mut bob_b = b.subscribe_with("topic=user/a", &bearer("bob"));
+    for sub in [&alice_a, &alice_b, &bob_b] {
+        assert_eq!(sub.status(), 200);
+    }
+    let publish = "POST /publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer pub\r\nContent-Length: 21\r\nConnection: close\r\n\r\ntopic=user/a&data=bob";
+    let first = a.raw(publish.as_bytes());
+    assert_eq!(status_of(&first), 200);
+    let first = common::body_of(&first).trim().to_owned();
+    assert_eq!(bob_b.next_event().data, "bob");
+    let body = "sub=alice";
+    let request = format!(
+        "POST /disconnect HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer pub\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let response = a.raw(request.as_bytes());
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert_eq!(common::body_of(&response), "1\n", "the answer counts the streams of the node asked");
+    for sub in [&mut alice_a, &mut alice_b] {
+        assert_eq!(sub.next_event().data, "bob");
+        let last = sub.next_event();
+        assert_eq!((last.event_type.as_str(), last.data.as_str()), ("ssehub-expired", r#"{"reason":"revoked"}"#));
+        assert!(sub.read_until_closed().is_empty());
+        assert!(sub.ended_cleanly);
+    }
+    // The control entry is no event: bob, on the other node, sees only what is published.
+    assert_eq!(status_of(&a.raw(publish.as_bytes())), 200);
+    assert_eq!(bob_b.next_event().data, "bob");
+    // A node resuming through the stream skips the control entry too.
+    let c = Server::node(&redis, &auth);
+    let mut resumed = c.subscribe_with("topic=user/a", &format!("{}Last-Event-ID: {first}\r\n", bearer("carol")));
+    assert_eq!(data(&resumed.next_events(1)), ["bob"]);
+}

@@ -69,7 +69,8 @@ pub struct ReplayRequest {
 /// An answer from the backplane to the worker that asked.
 #[derive(Debug)]
 pub enum Reply {
-    /// The outcome of a [`Submitted::Pending`] publish.
+    /// The outcome of a [`Submitted::Pending`] publish (or, as a failure, of
+    /// a [`Revoking::Pending`] revocation).
     Published {
         /// The connection that published.
         key: u32,
@@ -109,8 +110,9 @@ pub enum Reply {
 pub struct Revocation {
     /// The token subject (`sub`) whose streams end.
     pub subject: Box<str>,
-    /// Who asked.
-    pub origin: Origin,
+    /// Who asked; `None` for a revocation from another node (through the
+    /// cluster stream), which nobody here waits for.
+    pub origin: Option<Origin>,
     /// Streams ended so far.
     closed: AtomicUsize,
     /// Workers yet to report.
@@ -119,7 +121,7 @@ pub struct Revocation {
 
 impl Revocation {
     /// A revocation to be handled by `workers` workers.
-    pub fn new(subject: Box<str>, origin: Origin, workers: usize) -> Self {
+    pub fn new(subject: Box<str>, origin: Option<Origin>, workers: usize) -> Self {
         Revocation { subject, origin, closed: AtomicUsize::new(0), remaining: AtomicUsize::new(workers) }
     }
 
@@ -128,6 +130,18 @@ impl Revocation {
         let total = self.closed.fetch_add(closed, Ordering::AcqRel) + closed;
         (self.remaining.fetch_sub(1, Ordering::AcqRel) == 1).then(|| self.closed.load(Ordering::Acquire).max(total))
     }
+}
+
+/// What [`Backplane::revoke`] did with a revocation.
+#[derive(Debug)]
+pub enum Revoking {
+    /// Nothing to carry: hand it to every worker now.
+    Local,
+    /// Announced once the log has it; every worker then gets a
+    /// [`Reply::Revoke`], or the origin a failed [`Reply::Published`].
+    Pending,
+    /// Refused now (503): no node was told.
+    Failed(PublishFailure),
 }
 
 /// What orders a node's events: see the module documentation.
@@ -153,6 +167,15 @@ pub trait Backplane: Send + Sync {
     /// 503, `/readyz` says not ready); `None` while it can.
     fn down_reason(&self) -> Option<&'static str> {
         None
+    }
+
+    /// Carries a revocation (`POST /disconnect`) to every node. Standalone
+    /// there is no other node: the workers handle it at once
+    /// ([`Revoking::Local`]). In cluster mode it is announced on the shared
+    /// log first, and the workers get it once that has succeeded.
+    fn revoke(&self, revocation: Arc<Revocation>) -> Revoking {
+        let _ = revocation;
+        Revoking::Local
     }
 
     /// Its own figures for `/metrics`.

@@ -6,9 +6,10 @@
 //! the follower sees Redis again or half a second has passed), so a publisher
 //! gets `503` quickly and a resuming client gets a gap notice instead of waiting.
 
-use std::sync::Arc;
+use std::process;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisResult, Value};
@@ -19,7 +20,7 @@ use ssehub_core::{Event, EventId};
 use ssehub_protocol::pattern::{Pattern, is_pattern};
 use ssehub_protocol::publish::Publication;
 
-use super::entry::{self, Entry};
+use super::entry::{self, Control, Entry};
 use super::{COMMAND_TIMEOUT, Command, Status, connect};
 use crate::settings::ClusterSettings;
 
@@ -81,6 +82,7 @@ impl Link {
 /// Runs until every worker is gone.
 pub fn run(settings: &ClusterSettings, status: &Status, bus: &Bus, commands: Receiver<Command>) {
     let stream = settings.stream.as_str();
+    let mut announced = 0u64; // revocations announced, for their nonces
     let mut link = Link { url: settings.url.clone(), conn: None, failed_at: None, generation: 0 };
     for command in commands {
         match command {
@@ -88,6 +90,22 @@ pub fn run(settings: &ClusterSettings, status: &Status, bus: &Bus, commands: Rec
                 let ids = link.with(status, |conn| publish(conn, stream, settings.maxlen, &publications));
                 let outcome = ids.ok_or(PublishFailure::Unavailable("the cluster backplane (Redis) failed"));
                 bus.reply(origin.worker, Reply::Published { key: origin.key, stamp: origin.stamp, outcome });
+            }
+            Command::Revoke(revocation) => {
+                // The follower answers when it reads the entry back; the
+                // nonce must be registered before the entry can be read.
+                announced += 1;
+                let nonce = format!("{}-{announced}", process::id());
+                let control = Control::Disconnect { subject: revocation.subject.to_string(), nonce: nonce.clone() };
+                lock(&status.revocations).insert(nonce.clone(), Arc::clone(&revocation));
+                let added = link.with(status, |conn| announce(conn, stream, settings.maxlen, &control));
+                if added.is_none()
+                    && lock(&status.revocations).remove(&nonce).is_some()
+                    && let Some(origin) = revocation.origin
+                {
+                    let outcome = Err(PublishFailure::Unavailable("the cluster backplane (Redis) failed"));
+                    bus.reply(origin.worker, Reply::Published { key: origin.key, stamp: origin.stamp, outcome });
+                }
             }
             Command::Replay { origin, request } => {
                 let (gap, events) = link
@@ -118,6 +136,20 @@ fn publish(
         .map(|id| EventId::parse(id.as_bytes()))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "XADD returned a bad id")))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `XADD` of a control entry.
+fn announce(conn: &mut Connection, stream: &str, maxlen: u64, control: &Control) -> RedisResult<()> {
+    let mut command = redis::cmd("XADD");
+    command.arg(stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
+    for (name, value) in control.fields() {
+        command.arg(name).arg(value);
+    }
+    command.query::<String>(conn).map(drop)
 }
 
 /// One subscription of a resuming client: a topic, or a pattern.
@@ -170,6 +202,9 @@ fn replay(conn: &mut Connection, stream: &str, request: &ReplayRequest) -> Redis
         let entries = entry::range_entries(&page);
         scanned += entries.len();
         for entry in &entries {
+            if entry.control().is_some() {
+                continue;
+            }
             let (Some(id), Ok(publication)) = (entry.event_id(), entry.publication()) else { continue };
             let mut wanted = false;
             for (subscription, left) in room.iter_mut() {

@@ -4,6 +4,11 @@
 //! Schema: fields `topic` (repeatable), `data`, optional `event` and `retry`;
 //! or one field `json` holding the HTTP JSON publish object. Other fields are
 //! ignored; `id` in particular never becomes the SSE id: the entry id is.
+//!
+//! An entry with a field `ssehub-control` is a control entry, never an event
+//! (whatever else it holds): `ssehub-control disconnect sub S nonce N` is a
+//! `POST /disconnect` made on some node, which every node carries out (the
+//! nonce lets the node that asked recognise its own).
 
 use redis::Value;
 use ssehub_core::EventId;
@@ -19,7 +24,50 @@ pub struct Entry {
     pub fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// The field that makes an entry a control entry.
+pub const CONTROL: &str = "ssehub-control";
+
+/// What a control entry asks every node to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// End every stream opened with a token of this subject.
+    Disconnect {
+        /// The token subject.
+        subject: String,
+        /// Unique to the announcement (empty if the writer gave none).
+        nonce: String,
+    },
+}
+
+impl Control {
+    /// The `XADD` field list that [`Entry::control`] reads back.
+    pub fn fields(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Control::Disconnect { subject, nonce } => {
+                vec![(CONTROL, "disconnect"), ("sub", subject), ("nonce", nonce)]
+            }
+        }
+    }
+}
+
 impl Entry {
+    /// `None` for an event entry; for a control entry what it asks, or why
+    /// it cannot be understood.
+    pub fn control(&self) -> Option<Result<Control, &'static str>> {
+        let field = |wanted: &str| self.fields.iter().find(|(name, _)| name == wanted.as_bytes()).map(|(_, v)| v);
+        let kind = field(CONTROL)?;
+        Some(match kind.as_slice() {
+            b"disconnect" => match field("sub").map(|s| std::str::from_utf8(s)) {
+                Some(Ok(subject)) if !subject.is_empty() => Ok(Control::Disconnect {
+                    subject: subject.to_owned(),
+                    nonce: field("nonce").map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default(),
+                }),
+                _ => Err("a disconnect control entry needs a non-empty UTF-8 sub"),
+            },
+            _ => Err("unknown ssehub-control"),
+        })
+    }
+
     /// The entry id as an event id.
     pub fn event_id(&self) -> Option<EventId> {
         EventId::parse(self.id.as_bytes())

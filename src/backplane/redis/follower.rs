@@ -8,11 +8,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisResult, Value};
+use ssehub_core::backplane::{Reply, Revocation};
 use ssehub_core::bus::Bus;
 use ssehub_core::history::Gap;
 use ssehub_core::{Event, EventId};
 
-use super::entry::{self, Entry, StreamInfo};
+use super::entry::{self, Control, Entry, StreamInfo};
 use super::{Backoff, COMMAND_TIMEOUT, Status, connect};
 use crate::settings::ClusterSettings;
 
@@ -100,6 +101,10 @@ pub fn run(settings: &ClusterSettings, backplane: &Status, bus: &Bus, shutdown: 
                 let Some(id) = entry.event_id() else { continue };
                 backplane.entries_read.fetch_add(1, Relaxed);
                 last = Some(id);
+                if let Some(control) = entry.control() {
+                    carry_out(backplane, bus, control, &entry.id);
+                    continue;
+                }
                 match encode(&entry, id) {
                     Ok(event) => push(bus, shutdown, Arc::new(event)),
                     Err(why) => {
@@ -120,6 +125,23 @@ pub fn run(settings: &ClusterSettings, backplane: &Status, bus: &Bus, shutdown: 
                 }
             }
         }
+    }
+}
+
+/// Does what a control entry asks on this node's workers.
+/// A disconnect this node announced is handed over with its origin, so the
+/// asker gets this node's count.
+fn carry_out(backplane: &Status, bus: &Bus, control: Result<Control, &'static str>, entry_id: &str) {
+    match control {
+        Ok(Control::Disconnect { subject, nonce }) => {
+            log::info!("stream entry {entry_id}: disconnect of a token subject");
+            let ours = backplane.revocations.lock().unwrap_or_else(|p| p.into_inner()).remove(&nonce);
+            let revocation = ours.unwrap_or_else(|| Arc::new(Revocation::new(subject.into(), None, bus.workers())));
+            for worker in 0..bus.workers() {
+                bus.reply(worker, Reply::Revoke(Arc::clone(&revocation)));
+            }
+        }
+        Err(why) => log::warn!("skipping control entry {entry_id}: {why}"),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod commands;
 pub mod entry;
 pub mod follower;
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -30,7 +31,9 @@ use std::thread;
 use std::time::Duration;
 
 use ssehub_core::EventId;
-use ssehub_core::backplane::{Backplane, Catchup, Metric, Origin, PublishFailure, ReplayRequest, Submitted};
+use ssehub_core::backplane::{
+    Backplane, Catchup, Metric, Origin, PublishFailure, ReplayRequest, Revocation, Revoking, Submitted,
+};
 use ssehub_core::bus::{Bus, unix_ms};
 use ssehub_core::history::Gap;
 use ssehub_protocol::publish::Publication;
@@ -54,6 +57,9 @@ pub enum Command {
         /// What to append.
         publications: Vec<Publication>,
     },
+    /// Announce a `POST /disconnect` on the stream, then hand it to this
+    /// node's workers (every node's follower carries it out as well).
+    Revoke(Arc<Revocation>),
     /// Read what a resuming client missed from the stream.
     Replay {
         /// Who to answer.
@@ -78,6 +84,10 @@ pub struct Status {
     pub lag: AtomicU64,
     /// This node has every event after this id.
     floor: Mutex<EventId>,
+    /// Revocations this node announced and its follower has yet to read
+    /// back, by nonce: the follower hands each to the workers with its
+    /// origin, so the asker is answered with this node's count exactly once.
+    pub revocations: Mutex<HashMap<String, Arc<Revocation>>>,
 }
 
 impl Status {
@@ -165,6 +175,16 @@ impl Backplane for Cluster {
             None => Catchup::Memory(Some(Gap::Unparseable)),
             Some(id) if id < self.status.floor() || missed => Catchup::Log,
             Some(_) => Catchup::Memory(None),
+        }
+    }
+
+    fn revoke(&self, revocation: Arc<Revocation>) -> Revoking {
+        if !self.status.is_up() {
+            return Revoking::Failed(PublishFailure::Unavailable("the cluster backplane (Redis) is unreachable"));
+        }
+        match self.commands.send(Command::Revoke(revocation)) {
+            Ok(()) => Revoking::Pending,
+            Err(_) => Revoking::Failed(PublishFailure::Unavailable("the cluster backplane is stopping")),
         }
     }
 
