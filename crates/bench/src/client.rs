@@ -53,6 +53,10 @@ pub struct SubSetup {
     pub host: String,
     /// Extra request headers (`Name: value`), e.g. a token.
     pub headers: Vec<String>,
+    /// Subscriber `id` sends `Authorization: Bearer tokens[id % len]`
+    /// (empty: none). The length is a multiple of `topics`, so the token's
+    /// grant is for the subscriber's own topics.
+    pub tokens: Vec<String>,
     pub path: Template,
     /// Topic index → name; the broadcast topic, if any, is the last one.
     pub topic_names: Arc<Vec<String>>,
@@ -666,7 +670,9 @@ fn send_request(conn: &mut Conn, setup: &SubSetup, buf: &mut Vec<u8>, path: &mut
         data: b"",
     };
     setup.path.render_into(path, &vars);
-    http::write_get(buf, &setup.host, path, &setup.headers);
+    let token =
+        (!setup.tokens.is_empty()).then(|| setup.tokens[(conn.id % setup.tokens.len() as u64) as usize].as_str());
+    http::write_get(buf, &setup.host, path, &setup.headers, token);
     while conn.req_written < buf.len() {
         match conn.stream.write(&buf[conn.req_written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -815,6 +821,7 @@ mod tests {
             spread: Vec::new(),
             host: addr.to_string(),
             headers: Vec::new(),
+            tokens: Vec::new(),
             path: Template::parse("/events?topic={topic}"),
             topic_names: Arc::new(vec!["t0".into()]),
             topics: 1,

@@ -25,6 +25,13 @@ pub struct Config {
     pub pub_headers: Vec<String>,
     /// Extra subscribe request headers (`Name: value`).
     pub sub_headers: Vec<String>,
+    /// `--sub-jwt`'s algorithm, for the report (never the key).
+    pub sub_jwt: Option<String>,
+    /// Every minted token's grant instead of the subscriber's topics.
+    pub sub_jwt_grants: Vec<String>,
+    /// Signs the subscriber tokens.
+    #[serde(skip)]
+    pub signer: Option<crate::token::Signer>,
     pub threads: usize,
     /// Subscribers connected before publishing and kept to the end.
     pub subscribers: u64,
@@ -198,6 +205,9 @@ impl Config {
             pub_body,
             pub_headers,
             sub_headers: a.sub_headers.clone(),
+            sub_jwt: a.sub_jwt.as_deref().and_then(|s| s.split_once(':')).map(|(alg, _)| alg.to_ascii_lowercase()),
+            sub_jwt_grants: a.sub_jwt_grants.clone(),
+            signer: a.sub_jwt.as_deref().map(crate::token::Signer::parse).transpose()?,
             threads,
             subscribers,
             events,

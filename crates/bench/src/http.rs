@@ -7,7 +7,7 @@ pub use ssehub_protocol::http::response::{BodyDecoder, BodyFraming as Framing, H
 
 /// Appends a subscribe request for `path` to `out`, with extra `headers`
 /// (complete `Name: value` lines without CRLF).
-pub fn write_get(out: &mut Vec<u8>, host: &str, path: &[u8], headers: &[String]) {
+pub fn write_get(out: &mut Vec<u8>, host: &str, path: &[u8], headers: &[String], bearer: Option<&str>) {
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(path);
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
@@ -15,6 +15,11 @@ pub fn write_get(out: &mut Vec<u8>, host: &str, path: &[u8], headers: &[String])
     out.extend_from_slice(b"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n");
     for h in headers {
         out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(token) = bearer {
+        out.extend_from_slice(b"Authorization: Bearer ");
+        out.extend_from_slice(token.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -46,7 +51,7 @@ mod tests {
     #[test]
     fn builds_requests() {
         let mut out = Vec::new();
-        write_get(&mut out, "127.0.0.1:8080", b"/events?topic=t0", &[]);
+        write_get(&mut out, "127.0.0.1:8080", b"/events?topic=t0", &[], None);
         assert_eq!(
             out,
             b"GET /events?topic=t0 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"

@@ -31,6 +31,7 @@ mod scenario;
 mod stats;
 mod sys;
 mod template;
+mod token;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -121,6 +122,15 @@ pub struct RunArgs {
     /// Subscribe header `Name: value` (repeatable), e.g. `Authorization: Bearer <jwt>`.
     #[arg(long = "sub-header", value_name = "HEADER")]
     pub sub_headers: Vec<String>,
+    /// Mint one JWT per subscriber before the run (`hs256:SECRET` or
+    /// `es256:KEY.pem`), sent as `Authorization: Bearer`; its `sub` is the
+    /// subscriber's number, its subscribe grant the subscriber's topics.
+    #[arg(long = "sub-jwt", value_name = "ALG:KEY")]
+    pub sub_jwt: Option<String>,
+    /// The subscribe grant of every minted token instead (repeatable), e.g.
+    /// `room/*` when `--sub-url` names a pattern.
+    #[arg(long = "sub-jwt-grant", value_name = "PATTERN", requires = "sub_jwt")]
+    pub sub_jwt_grants: Vec<String>,
 
     /// Subscriber threads, each with its own mio Poll [default: cores].
     #[arg(long)]

@@ -208,11 +208,29 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
     let names = Arc::new(cfg.topic_names());
     let published: Arc<[AtomicU64]> = (0..modulus).map(|_| AtomicU64::new(0)).collect();
     let threads = cfg.threads;
+    let tokens = match &cfg.signer {
+        Some(signer) => {
+            // Enough for every connection, rounded up to whole rounds of topics.
+            let topics = u64::from(cfg.topics.max(1));
+            let count = (cfg.subscribers + cfg.churners).max(1).div_ceil(topics) * topics;
+            let names = Arc::clone(&names);
+            let topics_of = |id: u64| {
+                let mut own = vec![names[(id % topics) as usize].clone()];
+                if cfg.broadcast {
+                    own.push(names[cfg.topics as usize].clone());
+                }
+                own
+            };
+            signer.mint_all(count, &cfg.sub_jwt_grants, topics_of)?
+        }
+        None => Vec::new(),
+    };
     let setup = Arc::new(SubSetup {
         addr: cfg.sub.addr,
         spread: cfg.spread.clone(),
         host: cfg.sub.host.clone(),
         headers: cfg.sub_headers.clone(),
+        tokens,
         path: cfg.sub.path.clone(),
         topic_names: Arc::clone(&names),
         topics: cfg.topics,
