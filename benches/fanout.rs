@@ -62,10 +62,11 @@ fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout_loop");
     for count in [1usize, 8, 64] {
         for framing in [Framing::Plain, Framing::Chunked] {
-            let mut topics = Topics::new(64);
-            let names = vec!["t".to_string()];
-            let subscribers =
-                (0..SUBSCRIBERS).map(|key| Subscriber::new(topics.subscribe(key as u32, &names), framing)).collect();
+            let mut topics = Topics::new();
+            let names = ssehub_core::topics::names(&["t".to_string()]);
+            let subscribers = (0..SUBSCRIBERS)
+                .map(|key| Subscriber::new(topics.subscribe(key as u32, &names, &mut Vec::new()), framing))
+                .collect();
             let mut sinks = Sinks { subscribers };
             let mut fanout = Fanout::new(256);
             let mut next_ms = 1_700_000_000_000;
@@ -78,7 +79,7 @@ fn fanout(c: &mut Criterion) {
                     },
                     |batch| {
                         for event in batch {
-                            fanout.accept(event, &mut topics);
+                            fanout.accept(event);
                         }
                         let mut tally = Tally::default();
                         while fanout.run(&topics, &mut sinks, &mut tally) {}

@@ -251,10 +251,14 @@ pub fn respond(
             }
         }
         (Route::Metrics, _) => {
+            let (history, topics_subscribed) = shared.bus.history_stats();
             let globals = Globals {
                 events_published: shared.bus.published(),
                 max_connections: shared.settings.reactor.max_connections,
                 backplane: shared.backplane.metrics(),
+                history,
+                history_budget: shared.settings.streams.history_memory,
+                topics_subscribed,
             };
             let body = metrics::render(&shared.stats, &globals);
             let content_type = "text/plain; version=0.0.4; charset=utf-8";

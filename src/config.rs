@@ -17,13 +17,23 @@ pub struct Config {
     #[arg(long, env = "SSEHUB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Worker threads, each with its own event loop and listener [default: available cores].
-    #[arg(long, env = "SSEHUB_WORKERS")]
-    pub workers: Option<usize>,
+    /// Worker threads, each with its own event loop and listener (at most 64) [default: available cores].
+    #[arg(long, env = "SSEHUB_WORKERS", value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub workers: Option<u16>,
 
     /// Events retained per topic for `Last-Event-ID` replay.
     #[arg(long, env = "SSEHUB_HISTORY", default_value_t = 1024)]
     pub history: usize,
+
+    /// Seconds an event stays replayable (0: no expiry); a resume that
+    /// needed an expired event gets `ssehub-gap` (`expired`).
+    #[arg(long, env = "SSEHUB_HISTORY_TTL", default_value = "3600", value_parser = parse_seconds)]
+    pub history_ttl: Duration,
+
+    /// Memory all history may hold, bookkeeping included (e.g. `128MiB`,
+    /// `1GiB`, `500MB`, or bytes); past it the oldest events go first.
+    #[arg(long, env = "SSEHUB_HISTORY_MEMORY", default_value = "128MiB", value_parser = parse_bytes)]
+    pub history_memory: usize,
 
     /// Frames a subscriber may fall behind before it is dropped as a slow consumer.
     #[arg(long, env = "SSEHUB_MAX_BACKLOG", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
@@ -117,8 +127,10 @@ impl Config {
     pub fn settings(&self, open_file_limit: u64) -> Settings {
         let workers = self
             .workers
+            .map(usize::from)
             .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .min(ssehub_core::bus::MAX_WORKERS);
         let max_connections = self.max_connections.unwrap_or_else(|| {
             let limit = usize::try_from(open_file_limit).unwrap_or(usize::MAX);
             limit.saturating_sub(FD_RESERVE).max(1)
@@ -136,6 +148,8 @@ impl Config {
                 retry_ms: self.retry,
                 max_backlog: self.max_backlog as usize,
                 history: self.history,
+                history_ttl: self.history_ttl,
+                history_memory: self.history_memory,
             },
             limits: Limits { max_body: self.max_body },
             auth: AuthSettings {
@@ -159,6 +173,30 @@ impl Config {
     }
 }
 
+/// Bytes as a number with an optional suffix: `KiB`, `MiB`, `GiB` (powers
+/// of 1024), `kB`, `MB`, `GB` (powers of 1000), `B`.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KiB" | "K" | "k" => 1024.0,
+        "MiB" | "M" => 1024.0 * 1024.0,
+        "GiB" | "G" => 1024.0 * 1024.0 * 1024.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        other => return Err(format!("unknown size unit {other:?} (KiB, MiB, GiB, kB, MB, GB)")),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("not a size: {text:?}"))?;
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > usize::MAX as f64 {
+        return Err(format!("size out of range: {text:?}"));
+    }
+    Ok(bytes as usize)
+}
+
 /// Seconds as a decimal number (`15`, `0.25`), or with an `ms`/`s` suffix.
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -177,6 +215,18 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_bytes("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("500MB"), Ok(500_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("1.5 KiB"), Ok(1536));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("").is_err());
+    }
 
     #[test]
     fn parses_durations() {

@@ -9,6 +9,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use ssehub_core::backplane::Metric;
+use ssehub_core::history::HistoryStats;
 use ssehub_core::subscriber::Tally;
 
 /// Statuses counted as rejections, in label order.
@@ -91,6 +92,12 @@ pub struct Globals {
     pub backplane: Vec<Metric>,
     /// `--max-connections`.
     pub max_connections: usize,
+    /// History's figures.
+    pub history: HistoryStats,
+    /// `--history-memory`.
+    pub history_budget: usize,
+    /// Topics with a subscriber on some worker.
+    pub topics_subscribed: usize,
 }
 
 /// The `/metrics` text: sums over workers, then the globals.
@@ -165,6 +172,38 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
         "Open streams ended with ssehub-expired because their token expired.",
         &[("", sum(|w| &w.streams_expired))],
     );
+    let history = &globals.history;
+    metric("history_events", "gauge", "Events retained for resumes (each once).", &[("", history.events as u64)]);
+    metric(
+        "history_bytes",
+        "gauge",
+        "Bytes history holds, bookkeeping included (against --history-memory).",
+        &[("", history.bytes as u64)],
+    );
+    metric("history_budget_bytes", "gauge", "The --history-memory budget.", &[("", globals.history_budget as u64)]);
+    metric("history_topics", "gauge", "Topics with retained events.", &[("", history.topics as u64)]);
+    metric(
+        "history_tombstones",
+        "gauge",
+        "Forgotten topics still remembered for exact gaps.",
+        &[("", history.tombstones as u64)],
+    );
+    metric(
+        "history_dropped_total",
+        "counter",
+        "Events no longer retained, by cause (count: --history, expired: --history-ttl, evicted: --history-memory).",
+        &[
+            ("{reason=\"count\"}", history.drops.count),
+            ("{reason=\"expired\"}", history.drops.expired),
+            ("{reason=\"evicted\"}", history.drops.evicted),
+        ],
+    );
+    metric(
+        "topics_subscribed",
+        "gauge",
+        "Topics with a subscriber (events to others touch no worker).",
+        &[("", globals.topics_subscribed as u64)],
+    );
     for sample in &globals.backplane {
         metric(sample.name, sample.kind, sample.help, &[("", sample.value)]);
     }
@@ -183,11 +222,21 @@ mod tests {
         workers[1].reject(413);
         let mut tally = Tally { frames: 5, bytes: 50, writes: 2 };
         workers[0].add(&mut tally);
-        let text = render(&workers, &Globals { events_published: 9, max_connections: 100, backplane: Vec::new() });
+        let globals = Globals {
+            events_published: 9,
+            max_connections: 100,
+            backplane: Vec::new(),
+            history: HistoryStats { events: 2, ..HistoryStats::default() },
+            history_budget: 1 << 20,
+            topics_subscribed: 1,
+        };
+        let text = render(&workers, &globals);
         assert!(text.contains("ssehub_connections{kind=\"subscriber\"} 7\n"), "{text}");
         assert!(text.contains("ssehub_events_published_total 9\n"));
         assert!(text.contains("ssehub_frames_written_total 5\n"));
         assert!(text.contains("ssehub_requests_rejected_total{status=\"413\"} 1\n"));
         assert!(text.contains("# TYPE ssehub_bytes_written_total counter\n"));
+        assert!(text.contains("ssehub_history_events 2\n"));
+        assert!(text.contains("ssehub_history_dropped_total{reason=\"expired\"} 0\n"));
     }
 }

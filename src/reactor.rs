@@ -53,6 +53,8 @@ const OVER_LIMIT_TIMEOUT_MS: u64 = 1000;
 const LINGER: Duration = Duration::from_secs(2);
 /// Size of the read buffer every connection of a worker shares.
 const SCRATCH: usize = 64 * 1024;
+/// How often worker 0 drops expired history, in ms.
+const SWEEP_MS: u64 = 1000;
 
 /// Everything workers share.
 pub struct Shared {
@@ -115,7 +117,7 @@ pub struct Worker<D: Driver> {
     pub(crate) driver: D,
     /// This worker's connections.
     pub(crate) conns: Slab<Conn>,
-    /// This worker's topics and their history.
+    /// Who on this worker subscribes to what.
     pub(crate) topics: Topics,
     /// Events on their way to subscribers.
     pub(crate) fanout: Fanout,
@@ -135,6 +137,8 @@ pub struct Worker<D: Driver> {
     pub(crate) tally: Tally,
     /// Jitter for retry-and-close.
     rng: u64,
+    /// When worker 0 next drops expired history (None: other workers, or no TTL).
+    sweep_at: Option<u64>,
     /// Token subjects of this worker's streams opened with one that has a
     /// `sub`, for `POST /disconnect`; empty without JWT auth.
     pub(crate) subjects: HashMap<u32, Box<str>>,
@@ -169,7 +173,10 @@ impl<D: Driver> Worker<D> {
                 expiries: DeadlineQueue::new(Duration::from_secs(1)),
                 next_stamp: 0,
             },
-            topics: Topics::new(streams.history),
+            topics: Topics::new(),
+            // One worker gives expired history back, so memory returns to
+            // the idle baseline even when nothing is published.
+            sweep_at: (index == 0 && !streams.history_ttl.is_zero()).then_some(SWEEP_MS),
             fanout: Fanout::new(streams.max_backlog),
             driver,
             conns: Slab::new(),
@@ -222,6 +229,7 @@ impl<D: Driver> Worker<D> {
             self.drain_inbox();
             self.fan_out();
             self.fire_deadlines();
+            self.sweep_history();
             let stats = &self.shared.stats[self.index];
             stats.add(&mut self.tally);
             if self.shared.shutdown.load(Relaxed) && self.shutdown_at.is_none() {
@@ -248,11 +256,22 @@ impl<D: Driver> Worker<D> {
             timers.expiries.next(),
             self.accepting.paused_until,
             self.shutdown_at,
+            self.sweep_at,
         ]
         .into_iter()
         .flatten()
         .min()?;
         Some(Duration::from_millis(next.saturating_sub(timers.clock.now())))
+    }
+
+    fn sweep_history(&mut self) {
+        let now = self.timers.clock.now();
+        if let Some(at) = self.sweep_at
+            && now >= at
+        {
+            self.shared.bus.expire();
+            self.sweep_at = Some(now + SWEEP_MS);
+        }
     }
 
     fn accept(&mut self) {
@@ -426,11 +445,15 @@ impl<D: Driver> Worker<D> {
         // Token expiries may lie hours ahead: without this, streams that come
         // and go would leave one stale entry each until then.
         self.timers.expiries.compact(live, current);
-        self.topics.unsubscribe(key as u32, &subscriber.subs, |moved, topic, pos| {
+        let mut lost = Vec::new();
+        let moved = |moved: u32, topic, pos| {
             if let Some(Conn { state: State::Subscriber(other), .. }) = conns.get_mut(moved as usize) {
                 other.subs.set_position(topic, pos);
             }
-        });
+        };
+        self.topics.unsubscribe(key as u32, &subscriber.subs, moved, &mut lost);
+        // Events for topics no one here wants any more stop coming.
+        self.shared.bus.detach(self.index, &lost);
     }
 
     /// Stops accepting; closes idle connections now and the rest once they

@@ -97,16 +97,18 @@ impl Server {
         let drivers = listeners.into_iter().map(Epoll::new).collect::<io::Result<Vec<_>>>()?;
         let wakers: Vec<Arc<dyn Wake>> = drivers.iter().map(Driver::waker).collect();
         log::info!(
-            "{count} workers, max {} connections, history {} per topic",
+            "{count} workers, max {} connections, history {} per topic, {} s, {} MiB",
             settings.reactor.max_connections,
-            settings.streams.history
+            settings.streams.history,
+            settings.streams.history_ttl.as_secs(),
+            settings.streams.history_memory >> 20
         );
         let authorizer: Box<dyn Authorizer> = if settings.auth.jwt() {
             Box::new(JwtAuthorizer::new(&settings.auth)?)
         } else {
             Box::new(TokenAuthorizer::new(&settings.auth))
         };
-        let bus = Arc::new(Bus::new(wakers));
+        let bus = Arc::new(Bus::new(wakers, settings.streams.history_limits()));
         let (backplane, threads): (Box<dyn Backplane>, BackplaneThreads) = match &settings.cluster {
             None => (Box::new(Local::new(Arc::clone(&bus))), BackplaneThreads::None),
             #[cfg(feature = "redis")]

@@ -53,6 +53,21 @@ pub struct StreamSettings {
     pub max_backlog: usize,
     /// Events retained per topic for resumes.
     pub history: usize,
+    /// How long an event stays replayable (zero: forever).
+    pub history_ttl: Duration,
+    /// Bytes all history may hold.
+    pub history_memory: usize,
+}
+
+impl StreamSettings {
+    /// History's bounds.
+    pub fn history_limits(&self) -> ssehub_core::history::Limits {
+        ssehub_core::history::Limits {
+            per_topic: self.history,
+            ttl_ms: self.history_ttl.as_millis() as u64,
+            budget: self.history_memory,
+        }
+    }
 }
 
 /// Who may publish and subscribe.

@@ -14,9 +14,8 @@ use ssehub_core::bus::unix_ms;
 use ssehub_core::fanout::{Closing, Streams, Write as FrameWrite};
 use ssehub_core::history::Gap;
 use ssehub_core::subscriber::{Backlog, Chunk, Flushed, Subscriber, write_frames};
-use ssehub_core::topics::TopicId;
+use ssehub_core::topics;
 use ssehub_core::{Event, EventId};
-use ssehub_protocol::pattern::{Pattern, is_pattern};
 use ssehub_protocol::sse::{self, Framing, HEARTBEAT, StaticFrame};
 
 use crate::app::{self, StreamStart};
@@ -79,11 +78,11 @@ enum Replay {
 }
 
 impl<D: Driver> Worker<D> {
-    /// Moves every queued event into history and the fan-out's pending list.
+    /// Moves every queued event into the fan-out's pending list.
     pub(crate) fn drain_inbox(&mut self) {
         let inbox = self.shared.bus.inbox(self.index);
         while let Some(event) = inbox.pop() {
-            self.fanout.accept(event, &mut self.topics);
+            self.fanout.accept(event);
         }
     }
 
@@ -143,11 +142,15 @@ impl<D: Driver> Worker<D> {
         }
         framing.push(&mut head, &sse::retry_line(self.shared.settings.streams.retry_ms));
 
-        // Drain the inbox first: then the history holds every event a client
-        // could have seen, and live delivery starts right after it.
+        // Listed here, then routed here from the point the bus names: every
+        // event after it arrives live, every one before it is in history.
         self.drain_inbox();
-        let plan = self.plan_replay(&subscribe.topics, resume.as_deref());
-        let subs = self.topics.subscribe(key as u32, &subscribe.topics);
+        let names = topics::names(&subscribe.topics);
+        let mut gained = Vec::new();
+        let subs = self.topics.subscribe(key as u32, &names, &mut gained);
+        let after = resume.as_deref().map(EventId::parse);
+        let attached = self.shared.bus.attach(self.index, &gained, after.map(|after| (&names[..], after)));
+        let plan = self.plan_replay(attached.replay, after.flatten());
         let stamp = self.timers.new_stamp();
         let stats = &self.shared.stats[self.index];
         stats.http.fetch_sub(1, Relaxed);
@@ -159,10 +162,10 @@ impl<D: Driver> Worker<D> {
             stats.gaps.fetch_add(1, Relaxed);
         }
         let max_backlog = self.fanout.max_backlog();
-        // Live delivery starts after the newest event in history, or after
-        // the client's own id if this worker has not reached it yet.
-        let resumed_at = resume.as_deref().and_then(EventId::parse).unwrap_or(EventId::ZERO);
-        let live_after = self.fanout.last_accepted().max(resumed_at);
+        // Live delivery starts after the routing point, or after the
+        // client's own id if it is ahead (it came from another node).
+        let resumed_at = after.flatten().unwrap_or(EventId::ZERO);
+        let live_after = attached.live_after.max(resumed_at);
         let filtered = self.fanout.busy() || live_after > self.fanout.last_accepted();
         if filtered {
             self.fanout.filter(key as u32, live_after);
@@ -209,7 +212,7 @@ impl<D: Driver> Worker<D> {
                 let request = ReplayRequest {
                     topics: subscribe.topics,
                     after,
-                    upto: self.shared.backplane.replay_upto(self.fanout.last_accepted()),
+                    upto: self.shared.backplane.replay_upto(attached.live_after),
                     history: self.shared.settings.streams.history,
                 };
                 let origin = Origin { worker: self.index, key: key as u32, stamp };
@@ -230,54 +233,18 @@ impl<D: Driver> Worker<D> {
         }
     }
 
-    /// What a resuming client gets before live events: from memory, maybe a
-    /// gap notice, then every retained event of its topics newer than its
-    /// id, in order; or, when the backplane says so, from its log.
+    /// What a resuming client gets before live events: what history
+    /// retains (maybe after a gap notice), or, when the backplane says so,
+    /// a read of its log. Topics and patterns replay as [`History::replay`]
+    /// says (each at most `--history`, the newest, merged in id order).
     ///
-    /// A pattern replays from every retained topic it matches, merged in id
-    /// order, at most `--history` events (the newest), like one topic; when
-    /// it had more, the client may have missed some and gets the gap first.
-    fn plan_replay(&self, topics: &[String], resume: Option<&[u8]>) -> Replay {
-        let Some(raw) = resume else { return Replay::Memory(None, Vec::new()) };
-        let after = EventId::parse(raw);
-        let patterns: Vec<Pattern> =
-            topics.iter().filter(|t| is_pattern(t)).filter_map(|t| Pattern::parse(t).ok()).collect();
-        let known: Vec<_> =
-            topics.iter().filter(|t| !is_pattern(t)).filter_map(|name| self.topics.find(name)).collect();
-        let missed_in = |ids: &mut dyn Iterator<Item = TopicId>| {
-            let Some(id) = after else { return false };
-            for topic in ids {
-                if self.topics.get(topic).history.missed(id) {
-                    return true;
-                }
-            }
-            false
-        };
-        let mut missed = missed_in(&mut known.iter().copied());
-        let mut events: Vec<Arc<Event>> =
-            known.iter().flat_map(|&t| self.topics.get(t).history.since(after).cloned()).collect();
-        let history = self.shared.settings.streams.history;
-        for pattern in &patterns {
-            missed |= missed_in(&mut self.topics.matching(pattern));
-            let mut matched: Vec<Arc<Event>> =
-                self.topics.matching(pattern).flat_map(|t| self.topics.get(t).history.since(after).cloned()).collect();
-            matched.sort_by_key(|e| e.id());
-            matched.dedup_by_key(|e| e.id());
-            if matched.len() > history {
-                matched.drain(..matched.len() - history);
-                missed = true;
-            }
-            events.append(&mut matched);
+    /// [`History::replay`]: ssehub_core::history::History::replay
+    fn plan_replay(&self, replay: Option<(Option<Gap>, Vec<Arc<Event>>)>, after: Option<EventId>) -> Replay {
+        let Some((missed, events)) = replay else { return Replay::Memory(None, Vec::new()) };
+        match self.shared.backplane.catchup(after, missed) {
+            Catchup::Log => Replay::Log(after),
+            Catchup::Memory(gap) => Replay::Memory(gap, events),
         }
-        let gap = match self.shared.backplane.catchup(after, missed) {
-            Catchup::Log => return Replay::Log(after),
-            Catchup::Memory(gap) => gap,
-        };
-        if known.len() + patterns.len() > 1 {
-            events.sort_by_key(|e| e.id());
-            events.dedup_by_key(|e| e.id());
-        }
-        Replay::Memory(gap, events)
     }
 
     /// Answers from the backplane.

@@ -33,11 +33,11 @@ impl Backplane for Local {
         }
     }
 
-    fn catchup(&self, after: Option<EventId>, missed: bool) -> Catchup {
+    fn catchup(&self, after: Option<EventId>, missed: Option<Gap>) -> Catchup {
         Catchup::Memory(match after {
             None => Some(Gap::Unparseable),
             Some(id) if id < self.bus.boot_id() => Some(Gap::BeforeStart),
-            Some(_) => missed.then_some(Gap::Evicted),
+            Some(_) => missed,
         })
     }
 

@@ -149,9 +149,9 @@ pub trait Backplane: Send + Sync {
     /// Publishes every publication, in order, all or nothing.
     fn publish(&self, origin: Origin, publications: Vec<Publication>) -> Submitted;
 
-    /// Where a subscriber resuming after `after` catches up from. `missed` is
-    /// true when this node's memory dropped events newer than `after`.
-    fn catchup(&self, after: Option<EventId>, missed: bool) -> Catchup;
+    /// Where a subscriber resuming after `after` catches up from. `missed`
+    /// says why, if this node's history dropped events newer than `after`.
+    fn catchup(&self, after: Option<EventId>, missed: Option<Gap>) -> Catchup;
 
     /// Serves a [`Catchup::Log`] resume; the answer comes as a [`Reply::Replayed`].
     /// Returns false if the request could not even be queued.

@@ -1,11 +1,15 @@
-//! The hand-off between threads: one sequencer orders every event, one
-//! bounded queue per worker carries it.
+//! The hand-off between threads: one sequencer orders every event, records
+//! it in the one shared history, and routes it to the workers that have a
+//! subscriber for it; one bounded queue per worker carries it.
 //!
-//! Publishing takes one short critical section: stamp ids in order and push
-//! the shared frames onto every worker's queue. Because id assignment and the
-//! pushes happen under the same lock, every worker sees events in id order.
-//! No per-subscriber work happens here, and the lock is never taken on the
-//! fan-out path: workers only pop their own lock-free queue.
+//! Publishing takes one short critical section: stamp ids in order, record,
+//! and push the shared frame onto the queues of the workers that want it (an
+//! event nobody subscribes to touches no queue). Because id assignment and
+//! the pushes happen under the same lock, every worker sees its events in id
+//! order. No per-subscriber work happens here, and the lock is never taken on
+//! the fan-out path: workers only pop their own lock-free queue (they take
+//! it to change their interest, when a topic gains its first or loses its
+//! last subscriber on that worker, and to read history for a resume).
 //!
 //! A worker about to sleep sets its `sleeping` flag and re-checks its queue; a
 //! publisher wakes (one [`Wake::wake`], an `eventfd` write) only workers that
@@ -15,6 +19,7 @@
 //! already in order ([`Bus::push_sequenced`]); answers to a worker's requests
 //! come back through the same inbox ([`Bus::reply`]).
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,9 +27,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use ssehub_protocol::EventId;
+use ssehub_protocol::pattern::Pattern;
 
 use crate::backplane::Reply;
 use crate::event::Event;
+use crate::history::{Gap, History, HistoryStats, Limits};
+use crate::pattern_index::PatternIndex;
 
 /// Events a worker may have queued before publishes are refused with 503.
 pub const INBOX_CAPACITY: usize = 16 * 1024;
@@ -112,12 +120,72 @@ impl Inbox {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Full;
 
+/// Most workers a bus serves: interest is one bit per worker in a `u64`.
+pub const MAX_WORKERS: usize = 64;
+
+/// What the bus knows of one new subscription, taken under its lock.
+#[derive(Debug)]
+pub struct Attached {
+    /// Every event after this id reaches the worker; none at or before it
+    /// is owed to the subscriber beyond the replay (live delivery starts here).
+    pub live_after: EventId,
+    /// For a resume: whether history dropped events the client missed, and
+    /// the retained ones it missed, up to `live_after`, in id order.
+    pub replay: Option<(Option<Gap>, Vec<Arc<Event>>)>,
+}
+
+/// A subscription's names as the bus sees them: topics, and patterns.
+pub type Names<'a> = &'a [(String, Option<Pattern>)];
+
+/// What the sequencer's lock guards: the order, who wants what, and history.
+struct Core {
+    /// Hands out ids.
+    sequencer: Sequencer,
+    /// The newest event handed to workers (or issued); `ZERO` after a reset.
+    last: EventId,
+    /// Topic → the workers with a subscriber to it (bit i: worker i). A
+    /// topic no worker subscribes to has no entry.
+    interest: HashMap<Box<str>, u64>,
+    /// Pattern subscriptions: one entry per (worker, pattern) held.
+    patterns: PatternIndex<u8>,
+    /// Every topic's recent events, held once.
+    history: History,
+}
+
+impl Core {
+    /// The workers an event must reach.
+    fn route(&self, event: &Event, all: u64) -> u64 {
+        if event.to_all() {
+            return all;
+        }
+        let mut mask = 0;
+        for name in event.topics() {
+            if let Some(&workers) = self.interest.get(&**name) {
+                mask |= workers;
+            }
+            if !self.patterns.is_empty() {
+                self.patterns.for_each_match(name, |worker| mask |= 1 << worker);
+            }
+        }
+        mask
+    }
+}
+
 /// The sequencer and every worker's inbox.
+///
+/// Routing: an event goes only to the workers with a subscriber for one of
+/// its topics (or a matching pattern), decided under the lock that orders
+/// it. A worker changes its interest under the same lock ([`Bus::attach`],
+/// [`Bus::detach`]), and learns there the last id routed without it: every
+/// later event reaches it, every earlier one is in history. So a subscriber
+/// that joins while events are in flight misses none and duplicates none.
 pub struct Bus {
-    /// Orders events; held while they are pushed.
-    sequencer: Mutex<Sequencer>,
+    /// Orders events, routes them, keeps history; held while they are pushed.
+    core: Mutex<Core>,
     /// One per worker, by index.
     inboxes: Box<[Inbox]>,
+    /// Every worker's bit.
+    all: u64,
     /// The first id this process could issue.
     boot: EventId,
     /// Events sequenced so far.
@@ -125,10 +193,12 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// A bus with one inbox per waker (one per worker).
-    pub fn new(wakers: Vec<Arc<dyn Wake>>) -> Bus {
+    /// A bus with one inbox per waker (one per worker, at most
+    /// [`MAX_WORKERS`]), whose history keeps to `limits`.
+    pub fn new(wakers: Vec<Arc<dyn Wake>>, limits: Limits) -> Bus {
+        assert!(wakers.len() <= MAX_WORKERS, "at most {MAX_WORKERS} workers");
         let boot = EventId { ms: unix_ms(), seq: 0 };
-        let inboxes = wakers
+        let inboxes: Box<[Inbox]> = wakers
             .into_iter()
             .map(|waker| Inbox {
                 queue: ArrayQueue::new(INBOX_CAPACITY),
@@ -137,7 +207,15 @@ impl Bus {
                 sleeping: AtomicBool::new(false),
             })
             .collect();
-        Bus { sequencer: Mutex::new(Sequencer::new(boot)), inboxes, boot, published: AtomicU64::new(0) }
+        let all = if inboxes.len() == 64 { u64::MAX } else { (1u64 << inboxes.len()) - 1 };
+        let core = Core {
+            sequencer: Sequencer::new(boot),
+            last: EventId::ZERO,
+            interest: HashMap::new(),
+            patterns: PatternIndex::new(),
+            history: History::new(limits),
+        };
+        Bus { core: Mutex::new(core), inboxes, all, boot, published: AtomicU64::new(0) }
     }
 
     /// Worker `worker`'s inbox.
@@ -160,54 +238,115 @@ impl Bus {
         self.published.load(Ordering::Relaxed)
     }
 
-    /// Orders `events`, hands them to every worker and returns their ids.
-    /// All or nothing: if any worker's queue lacks room, nothing is published.
+    /// Orders `events`, records them in history, hands each to the workers
+    /// that want it and returns their ids. All or nothing: if a worker's
+    /// queue lacks room for what it would get, nothing is published.
     pub fn publish(&self, events: Vec<Event>) -> Result<Vec<EventId>, Full> {
         let mut ids = Vec::with_capacity(events.len());
+        let mut woken = 0u64;
         {
-            let mut sequencer = self.lock();
-            if self.inboxes.iter().any(|inbox| inbox.queue.capacity() - inbox.queue.len() < events.len()) {
-                return Err(Full);
+            let mut core = self.lock();
+            let routes: Vec<u64> = events.iter().map(|event| core.route(event, self.all)).collect();
+            for (worker, inbox) in self.inboxes.iter().enumerate() {
+                let wanted = routes.iter().filter(|&&mask| mask & (1 << worker) != 0).count();
+                if wanted > 0 && inbox.queue.capacity() - inbox.queue.len() < wanted {
+                    return Err(Full);
+                }
             }
             let now = unix_ms();
-            for mut event in events {
-                let id = sequencer.next(now);
+            for (mut event, mask) in events.into_iter().zip(routes) {
+                let id = core.sequencer.next(now);
                 event.set_id(id);
                 ids.push(id);
                 let event = Arc::new(event);
-                for inbox in self.inboxes.iter() {
-                    // Room was checked above and only publishers push, under this lock.
-                    if inbox.queue.push(Arc::clone(&event)).is_err() {
-                        log::error!("inbox full after capacity check; event {id} lost for a worker");
-                    }
-                }
+                core.history.record(&event, now);
+                core.last = id;
+                self.hand_over(&event, mask);
+                woken |= mask;
             }
             self.published.fetch_add(ids.len() as u64, Ordering::Relaxed);
         }
-        self.wake_sleepers();
+        self.wake_sleepers(woken);
         Ok(ids)
     }
 
     /// Hands over an event that already has its place in the order (a shared
-    /// log's id). Only the backplane's reader thread calls this.
+    /// log's id). Only the backplane's reader thread calls this. A notice to
+    /// every subscriber ([`Event::to_all`]) means the log was reset: history
+    /// is forgotten and ids start over.
     pub fn push_sequenced(&self, event: Arc<Event>) -> Result<(), Full> {
+        let mask;
         {
-            // Held only to keep a stray second caller from interleaving.
-            let _order = self.lock();
-            if self.inboxes.iter().any(|inbox| inbox.queue.is_full()) {
+            let mut core = self.lock();
+            mask = core.route(&event, self.all);
+            if self.inboxes.iter().enumerate().any(|(w, inbox)| mask & (1 << w) != 0 && inbox.queue.is_full()) {
                 return Err(Full);
             }
-            for inbox in self.inboxes.iter() {
-                if inbox.queue.push(Arc::clone(&event)).is_err() {
-                    log::error!("inbox full after capacity check; event {} lost for a worker", event.id());
-                }
-            }
-            if !event.to_all() {
+            if event.to_all() {
+                core.history.clear();
+                core.last = EventId::ZERO;
+            } else {
+                core.history.record(&event, unix_ms());
+                core.last = event.id();
                 self.published.fetch_add(1, Ordering::Relaxed);
             }
+            self.hand_over(&event, mask);
         }
-        self.wake_sleepers();
+        self.wake_sleepers(mask);
         Ok(())
+    }
+
+    /// Worker `worker` now has subscribers for `gained` (names it had none
+    /// for): events for them reach it from here on. For a resume from
+    /// `after`, also reads what history retains of `names` up to that point.
+    pub fn attach(&self, worker: usize, gained: Names<'_>, resume: Option<(Names<'_>, Option<EventId>)>) -> Attached {
+        let mut core = self.lock();
+        let bit = 1u64 << worker;
+        for (name, pattern) in gained {
+            match pattern {
+                Some(pattern) => core.patterns.insert(pattern, worker as u8),
+                None => *core.interest.entry(name.as_str().into()).or_insert(0) |= bit,
+            }
+        }
+        let live_after = core.last;
+        let replay = resume.map(|(names, after)| core.history.replay(names, after, live_after));
+        Attached { live_after, replay }
+    }
+
+    /// Worker `worker` has no subscriber left for `lost`.
+    pub fn detach(&self, worker: usize, lost: Names<'_>) {
+        if lost.is_empty() {
+            return;
+        }
+        let mut core = self.lock();
+        let bit = 1u64 << worker;
+        for (name, pattern) in lost {
+            match pattern {
+                Some(pattern) => {
+                    core.patterns.remove(pattern, worker as u8);
+                }
+                None => {
+                    if let Some(workers) = core.interest.get_mut(name.as_str()) {
+                        *workers &= !bit;
+                        if *workers == 0 {
+                            core.interest.remove(name.as_str());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops what history holds past `--history-ttl` (called about once a
+    /// second, so memory is given back when nothing is published).
+    pub fn expire(&self) {
+        self.lock().history.expire(unix_ms());
+    }
+
+    /// History's figures, and topics with a subscriber somewhere.
+    pub fn history_stats(&self) -> (HistoryStats, usize) {
+        let core = self.lock();
+        (core.history.stats(), core.interest.len())
     }
 
     /// Delivers an answer to the worker that asked.
@@ -227,17 +366,29 @@ impl Bus {
         }
     }
 
-    fn wake_sleepers(&self) {
-        fence(Ordering::SeqCst);
-        for inbox in self.inboxes.iter() {
-            inbox.wake_if_sleeping();
+    /// Pushes `event` onto the inboxes in `mask`; room was checked under the
+    /// lock, and only lock holders push.
+    fn hand_over(&self, event: &Arc<Event>, mask: u64) {
+        for (worker, inbox) in self.inboxes.iter().enumerate() {
+            if mask & (1 << worker) != 0 && inbox.queue.push(Arc::clone(event)).is_err() {
+                log::error!("inbox full after capacity check; event {} lost for worker {worker}", event.id());
+            }
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Sequencer> {
-        // A panic while holding the lock leaves the sequencer consistent
-        // (`next` is written in one step), so poisoning is ignored.
-        self.sequencer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn wake_sleepers(&self, mask: u64) {
+        fence(Ordering::SeqCst);
+        for (worker, inbox) in self.inboxes.iter().enumerate() {
+            if mask & (1 << worker) != 0 {
+                inbox.wake_if_sleeping();
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock leaves the core consistent enough
+        // (each step is complete), so poisoning is ignored.
+        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -269,19 +420,143 @@ mod tests {
         }
     }
 
+    fn limits() -> Limits {
+        Limits { per_topic: 1 << 20, ttl_ms: 0, budget: usize::MAX / 2 }
+    }
+
+    fn topic(name: &str) -> (String, Option<Pattern>) {
+        (name.to_string(), None)
+    }
+
+    fn event(topic: &str) -> Event {
+        Event::new(Box::new([topic.into()]), ssehub_protocol::sse::Frame::notice(b"data: x\n\n"))
+    }
+
     #[test]
-    fn publishing_wakes_only_sleeping_workers_and_is_all_or_nothing() {
+    fn events_reach_only_interested_workers_which_are_woken_only_if_sleeping() {
         let wakes: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
-        let bus = Bus::new(wakes.iter().map(|w| Arc::new(Counting(Arc::clone(w))) as Arc<dyn Wake>).collect());
-        let event = || Event::notice(b"data: x\n\n");
-        assert!(bus.inbox(1).prepare_sleep(), "nothing queued yet");
-        let ids = bus.publish(vec![event(), event()]).unwrap();
+        let bus =
+            Bus::new(wakes.iter().map(|w| Arc::new(Counting(Arc::clone(w))) as Arc<dyn Wake>).collect(), limits());
+        assert!(bus.inbox(0).prepare_sleep() && bus.inbox(1).prepare_sleep(), "nothing queued yet");
+        let attached = bus.attach(1, &[topic("t")], None);
+        assert_eq!(attached.live_after, EventId::ZERO);
+        let ids = bus.publish(vec![event("t"), event("t")]).unwrap();
         assert!(ids[0] < ids[1]);
         assert_eq!((wakes[0].load(Ordering::SeqCst), wakes[1].load(Ordering::SeqCst)), (0, 1));
         assert!(!bus.inbox(1).prepare_sleep(), "events are waiting: do not block");
-        assert_eq!(bus.inbox(0).pop().map(|e| e.id()), Some(ids[0]));
-        let too_many: Vec<Event> = (0..INBOX_CAPACITY).map(|_| event()).collect();
+        assert!(bus.inbox(0).prepare_sleep(), "worker 0 wants none of it");
+        assert_eq!(bus.inbox(1).pop().map(|e| e.id()), Some(ids[0]));
+        // Nobody subscribes to `x`: no inbox is touched, history keeps it.
+        let quiet = bus.publish(vec![event("x")]).unwrap();
+        assert!(bus.inbox(0).pop().is_none());
+        assert_eq!(bus.inbox(1).pop().map(|e| e.id()), Some(ids[1]));
+        assert!(bus.inbox(1).pop().is_none());
+        let late = bus.attach(0, &[topic("x")], Some((&[topic("x")], Some(EventId::ZERO))));
+        assert_eq!(late.live_after, quiet[0]);
+        let (gap, replay) = late.replay.unwrap();
+        assert_eq!((gap, replay.iter().map(|e| e.id()).collect::<Vec<_>>()), (None, quiet.clone()));
+        // All or nothing, counted only for the workers that would get them.
+        let too_many: Vec<Event> = (0..INBOX_CAPACITY + 1).map(|_| event("t")).collect();
         assert_eq!(bus.publish(too_many), Err(Full));
-        assert_eq!(bus.published(), 2);
+        bus.detach(1, &[topic("t")]);
+        let unwanted: Vec<Event> = (0..INBOX_CAPACITY + 1).map(|_| event("t")).collect();
+        assert!(bus.publish(unwanted).is_ok(), "no one wants t any more: no queue can be full");
+        assert_eq!(bus.published(), 3 + INBOX_CAPACITY as u64 + 1);
+    }
+
+    #[test]
+    fn patterns_route_to_the_workers_that_hold_them() {
+        let bus = Bus::new((0..3).map(|_| Arc::new(Counting(Arc::default())) as Arc<dyn Wake>).collect(), limits());
+        let room = ("room/*".to_string(), Some(Pattern::parse("room/*").unwrap()));
+        bus.attach(2, std::slice::from_ref(&room), None);
+        bus.attach(0, &[topic("room/1")], None);
+        bus.publish(vec![event("room/1"), event("room/2"), event("lobby")]).unwrap();
+        let count = |w: usize| std::iter::from_fn(|| bus.inbox(w).pop()).count();
+        assert_eq!((count(0), count(1), count(2)), (1, 0, 2));
+        bus.detach(2, &[room]);
+        bus.publish(vec![event("room/3")]).unwrap();
+        assert_eq!(count(2), 0);
+    }
+
+    /// Workers join topics at random moments while publishers run: each
+    /// subscriber's replay (history up to its routing point) followed by
+    /// what reaches its inbox is exactly every event of its topic, once, in
+    /// order.
+    #[test]
+    fn subscribing_while_events_are_in_flight_misses_none_and_duplicates_none() {
+        const WORKERS: usize = 4;
+        const PUBLISHERS: usize = 4;
+        const EVENTS: usize = 3000;
+        const TOPICS: usize = 8;
+        let bus = Arc::new(Bus::new(
+            (0..WORKERS).map(|_| Arc::new(Counting(Arc::default())) as Arc<dyn Wake>).collect(),
+            limits(),
+        ));
+        let published = Arc::new(Mutex::new(Vec::<(usize, EventId)>::new()));
+        let running = Arc::new(AtomicUsize::new(PUBLISHERS));
+        let publishers: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let (bus, published, running) = (Arc::clone(&bus), Arc::clone(&published), Arc::clone(&running));
+                std::thread::spawn(move || {
+                    for n in 0..EVENTS {
+                        let t = (p + n) % TOPICS;
+                        loop {
+                            match bus.publish(vec![event(&format!("t{t}"))]) {
+                                Ok(ids) => {
+                                    published.lock().unwrap().push((t, ids[0]));
+                                    break;
+                                }
+                                Err(Full) => std::thread::yield_now(),
+                            }
+                        }
+                    }
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let (bus, running) = (Arc::clone(&bus), Arc::clone(&running));
+                std::thread::spawn(move || {
+                    // Topic → (routing point, events received: replay, then live).
+                    let mut got: HashMap<usize, (EventId, Vec<EventId>)> = HashMap::new();
+                    let mut next_join = 0;
+                    let mut spins = 0u64;
+                    loop {
+                        let done = running.load(Ordering::SeqCst) == 0;
+                        if next_join < 2 && spins > 2000 * (w as u64 + 1) * (next_join as u64 + 1) {
+                            let t = (w + next_join * WORKERS) % TOPICS;
+                            let name = [topic(&format!("t{t}"))];
+                            let attached = bus.attach(w, &name, Some((&name, Some(EventId::ZERO))));
+                            let (gap, replay) = attached.replay.unwrap();
+                            assert_eq!(gap, None);
+                            got.insert(t, (attached.live_after, replay.iter().map(|e| e.id()).collect()));
+                            next_join += 1;
+                        }
+                        spins += 1;
+                        match bus.inbox(w).pop() {
+                            Some(e) => {
+                                let t: usize = e.topics()[0][1..].parse().unwrap();
+                                let (point, ids) = got.get_mut(&t).expect("only joined topics arrive");
+                                assert!(e.id() > *point, "routed before the subscription point");
+                                ids.push(e.id());
+                            }
+                            None if done && next_join == 2 => return got,
+                            None => std::thread::yield_now(),
+                        }
+                    }
+                })
+            })
+            .collect();
+        publishers.into_iter().for_each(|p| p.join().unwrap());
+        let published = published.lock().unwrap().clone();
+        for worker in workers {
+            for (t, (_, ids)) in worker.join().unwrap() {
+                let mut want: Vec<EventId> = published.iter().filter(|(pt, _)| *pt == t).map(|&(_, id)| id).collect();
+                want.sort();
+                assert_eq!(ids.len(), want.len(), "topic t{t}: every event, once");
+                assert_eq!(ids, want, "topic t{t}: in id order");
+            }
+        }
     }
 }

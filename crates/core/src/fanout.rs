@@ -198,16 +198,10 @@ impl Fanout {
         self.filters.remove(&key);
     }
 
-    /// Takes an event from the inbox: into history, then pending.
-    pub fn accept(&mut self, event: Arc<Event>, topics: &mut Topics) {
-        if event.to_all() {
-            // The stream was reset: what history holds is gone from it, and ids start over.
-            topics.clear_history();
-            self.last_accepted = EventId::ZERO;
-        } else {
-            topics.record(&event);
-            self.last_accepted = event.id();
-        }
+    /// Takes an event from the inbox (history already has it).
+    pub fn accept(&mut self, event: Arc<Event>) {
+        // After a reset notice ids start over.
+        self.last_accepted = if event.to_all() { EventId::ZERO } else { event.id() };
         self.pending.push_back(event);
     }
 
@@ -376,7 +370,7 @@ mod tests {
     impl Hub {
         fn new(max_backlog: usize) -> Self {
             Hub {
-                topics: Topics::new(16),
+                topics: Topics::new(),
                 fanout: Fanout::new(max_backlog),
                 streams: Fake::default(),
                 tally: Tally::default(),
@@ -385,12 +379,12 @@ mod tests {
 
         fn join(&mut self, key: u32, topics: &[&str], framing: Framing, room: usize) {
             let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-            let subs = self.topics.subscribe(key, &names);
+            let subs = self.topics.subscribe(key, &crate::topics::names(&names), &mut Vec::new());
             self.streams.conns.insert(key, (Subscriber::new(subs, framing), Tight { room, ..Tight::default() }));
         }
 
         fn publish(&mut self, ms: u64, topics: &[&str]) {
-            self.fanout.accept(event(ms, topics, &format!("{ms}")), &mut self.topics);
+            self.fanout.accept(event(ms, topics, &format!("{ms}")));
         }
 
         /// Runs the fan-out until idle; returns who was closed.
@@ -459,7 +453,7 @@ mod tests {
         assert_eq!(hub.received(3), ["1-0"]);
         // Leaving unlists the patterns: nothing reaches a closed slot.
         let (subscriber, _) = hub.streams.conns.remove(&1).unwrap();
-        hub.topics.unsubscribe(1, &subscriber.subs, |_, _, _| {});
+        hub.topics.unsubscribe(1, &subscriber.subs, |_, _, _| {}, &mut Vec::new());
         hub.publish(7, &["orders/9"]);
         assert!(hub.run().is_empty());
         assert_eq!(hub.tally.frames, 6, "3 + 2 + 1, and nothing after leaving");
@@ -542,30 +536,28 @@ mod tests {
                 writes.iter_mut().for_each(|w| w.wrote = Wrote::Failed);
             }
         }
-        let mut topics = Topics::new(4);
+        let mut topics = Topics::new();
         let mut fanout = Fanout::new(4);
         let mut streams = Failing(Fake::default());
-        let subs = topics.subscribe(9, &["t".into()]);
+        let subs = topics.subscribe(9, &crate::topics::names(&["t".into()]), &mut Vec::new());
         streams.0.conns.insert(9, (Subscriber::new(subs, Framing::Plain), Tight::default()));
-        fanout.accept(event(1, &["t"], "x"), &mut topics);
+        fanout.accept(event(1, &["t"], "x"));
         while fanout.run(&topics, &mut streams, &mut Tally::default()) {}
         assert_eq!(fanout.take_closing().collect::<Vec<_>>(), [(9, Closing::WriteError)]);
     }
 
     #[test]
-    fn a_stream_reset_reaches_everyone_and_clears_history_and_filters() {
+    fn a_stream_reset_reaches_everyone_and_clears_filters() {
         let mut hub = Hub::new(16);
         hub.join(1, &["a"], Framing::Plain, usize::MAX);
         hub.join(2, &["b"], Framing::Chunked, usize::MAX);
         hub.streams.conns.get_mut(&2).unwrap().0.filtered = true;
         hub.fanout.filter(2, EventId { ms: 100, seq: 0 });
         hub.publish(5, &["a"]);
-        hub.fanout.accept(Arc::new(Event::notice(b"event: reset\ndata: x\n\n")), &mut hub.topics);
+        hub.fanout.accept(Arc::new(Event::notice(b"event: reset\ndata: x\n\n")));
         hub.publish(1, &["b"]); // ids start over after a reset
         hub.run();
         assert_eq!(hub.fanout.last_accepted(), EventId { ms: 1, seq: 0 });
-        let a = hub.topics.find("a").unwrap();
-        assert_eq!(hub.topics.get(a).history.since(None).count(), 0, "history was cleared");
         let events = |key| {
             let (_, sock) = &hub.streams.conns[&key];
             String::from_utf8_lossy(&sock.got).into_owned()

@@ -1,17 +1,17 @@
-//! One worker's topics: who is subscribed, and the recent events of each.
+//! One worker's topics: who is subscribed to what.
 //!
-//! Owned by a single worker thread, never shared. Subscriber lists hold
+//! Owned by a single worker thread, never shared. History is not here: it is
+//! kept once for every worker, by the bus. A topic is known here only while
+//! it has a subscriber on this worker; its first subscriber and its last
+//! are reported (`gained`, `lost`) so the worker can tell the bus's routing. Subscriber lists hold
 //! connection keys; a subscriber remembers its position in each list so
 //! unsubscribing is O(1) (`swap_remove`, then the moved subscriber is told its
 //! new position).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use ssehub_protocol::pattern::{Pattern, is_pattern};
 
-use crate::event::Event;
-use crate::history::History;
 use crate::pattern_index::PatternIndex;
 use crate::subscriber::{Subscriptions, WithPatterns};
 
@@ -23,11 +23,12 @@ pub type TopicId = u32;
 pub struct Topic {
     /// Its name, the key of the index.
     name: Box<str>,
-    /// Connection keys of this worker's subscribers, unordered.
+    /// Connection keys of this worker's subscribers, unordered; never empty.
     pub subscribers: Vec<u32>,
-    /// Recent events, for resumes.
-    pub history: History,
 }
+
+/// A subscription name as routing sees it: a topic, or a pattern (parsed).
+pub type Name = (String, Option<Pattern>);
 
 /// One worker's topic table.
 #[derive(Debug)]
@@ -38,18 +39,41 @@ pub struct Topics {
     slots: Vec<Option<Topic>>,
     /// Free slots.
     free: Vec<TopicId>,
-    /// `--history` for new topics.
-    history: usize,
+    /// Subscriptions held per pattern, to report the first and the last.
+    pattern_counts: HashMap<Pattern, u32>,
     /// Pattern subscriptions: from a published topic to the subscribers of
     /// every matching pattern. Empty (and never walked) unless someone
     /// subscribed to a pattern.
     patterns: PatternIndex<u32>,
 }
 
+/// Subscription names parsed once: a name that is a valid pattern (a
+/// segment exactly `*` or `**`) is a pattern, any other a topic.
+pub fn names(raw: &[String]) -> Vec<Name> {
+    raw.iter()
+        .map(|name| {
+            let pattern = if is_pattern(name) { Pattern::parse(name).ok() } else { None };
+            (name.clone(), pattern)
+        })
+        .collect()
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Topics {
-    /// An empty table whose topics retain `history` events each.
-    pub fn new(history: usize) -> Self {
-        Topics { index: HashMap::new(), slots: Vec::new(), free: Vec::new(), history, patterns: PatternIndex::new() }
+    /// An empty table.
+    pub fn new() -> Self {
+        Topics {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            pattern_counts: HashMap::new(),
+            patterns: PatternIndex::new(),
+        }
     }
 
     /// The slot of a topic this worker knows.
@@ -58,11 +82,11 @@ impl Topics {
     }
 
     /// The slot of a topic, created if new.
-    pub fn get_or_insert(&mut self, name: &str) -> TopicId {
+    fn get_or_insert(&mut self, name: &str) -> TopicId {
         if let Some(&id) = self.index.get(name) {
             return id;
         }
-        let topic = Topic { name: name.into(), subscribers: Vec::new(), history: History::new(self.history) };
+        let topic = Topic { name: name.into(), subscribers: Vec::new() };
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id as usize] = Some(topic);
@@ -96,31 +120,29 @@ impl Topics {
         }
     }
 
-    /// Records a published event in the history of each of its topics.
-    pub fn record(&mut self, event: &Arc<Event>) {
-        for name in event.topics() {
-            let topic = self.get_or_insert(name);
-            self.slot_mut(topic).history.push(event);
-        }
-    }
-
-    /// Subscribes connection `key` to `names` (distinct topics or patterns;
-    /// a name that does not parse as a pattern is taken as a topic);
-    /// returns where it is listed.
-    pub fn subscribe(&mut self, key: u32, names: &[String]) -> Subscriptions {
+    /// Subscribes connection `key` to `names` (distinct topics or patterns,
+    /// see [`names`]); returns where it is listed, and adds to `gained`
+    /// the names this worker had no subscriber for.
+    pub fn subscribe(&mut self, key: u32, names: &[Name], gained: &mut Vec<Name>) -> Subscriptions {
         let mut subs = Vec::with_capacity(names.len());
         let mut patterns = Vec::new();
-        for name in names {
-            if is_pattern(name)
-                && let Ok(pattern) = Pattern::parse(name)
-            {
-                self.patterns.insert(&pattern, key);
-                patterns.push(pattern);
+        for (name, pattern) in names {
+            if let Some(pattern) = pattern {
+                self.patterns.insert(pattern, key);
+                let count = self.pattern_counts.entry(pattern.clone()).or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    gained.push((name.clone(), Some(pattern.clone())));
+                }
+                patterns.push(pattern.clone());
                 continue;
             }
             let topic = self.get_or_insert(name);
             let list = &mut self.slot_mut(topic).subscribers;
             list.push(key);
+            if list.len() == 1 {
+                gained.push((name.clone(), None));
+            }
             subs.push((topic, (list.len() - 1) as u32));
         }
         if !patterns.is_empty() {
@@ -142,46 +164,52 @@ impl Topics {
         }
     }
 
-    /// Every known topic `pattern` matches: a scan, for resumes only.
-    pub fn matching<'a>(&'a self, pattern: &'a Pattern) -> impl Iterator<Item = TopicId> + 'a {
-        self.index.iter().filter(|(name, _)| pattern.matches(name)).map(|(_, &id)| id)
-    }
-
     /// Removes a subscriber from every list it is in. `moved` is told each
-    /// subscriber that took a vacated position, so it can update its own.
-    pub fn unsubscribe(&mut self, key: u32, subs: &Subscriptions, mut moved: impl FnMut(u32, TopicId, u32)) {
+    /// subscriber that took a vacated position, so it can update its own;
+    /// `lost` gets the names this worker has no subscriber for any more.
+    pub fn unsubscribe(
+        &mut self,
+        key: u32,
+        subs: &Subscriptions,
+        mut moved: impl FnMut(u32, TopicId, u32),
+        lost: &mut Vec<Name>,
+    ) {
         for pattern in subs.patterns() {
             self.patterns.remove(pattern, key);
+            if let Some(count) = self.pattern_counts.get_mut(pattern) {
+                *count -= 1;
+                if *count == 0 {
+                    self.pattern_counts.remove(pattern);
+                    lost.push((pattern.to_string(), Some(pattern.clone())));
+                }
+            }
         }
         for (topic, pos) in subs.iter() {
-            if let Some(other) = self.remove(topic, pos) {
+            let (other, gone) = self.remove(topic, pos);
+            if let Some(other) = other {
                 moved(other, topic, pos);
+            }
+            if let Some(name) = gone {
+                lost.push((name.into(), None));
             }
         }
     }
 
-    /// Removes the subscriber at `pos`; returns the key moved into `pos`. A
-    /// topic with neither subscribers nor history is forgotten, so
-    /// subscribing to random names cannot grow memory.
-    fn remove(&mut self, id: TopicId, pos: u32) -> Option<u32> {
+    /// Removes the subscriber at `pos`; returns the key moved into `pos`, and
+    /// the topic's name if that was its last subscriber: the topic is then
+    /// forgotten, so subscribing to random names cannot grow memory.
+    fn remove(&mut self, id: TopicId, pos: u32) -> (Option<u32>, Option<Box<str>>) {
         let topic = self.slot_mut(id);
         topic.subscribers.swap_remove(pos as usize);
         let moved = topic.subscribers.get(pos as usize).copied();
         if topic.subscribers.is_empty()
-            && topic.history.is_empty()
             && let Some(topic) = self.slots[id as usize].take()
         {
             self.index.remove(&topic.name);
             self.free.push(id);
+            return (moved, Some(topic.name));
         }
-        moved
-    }
-
-    /// Forgets every retained event (the stream they came from was reset).
-    pub fn clear_history(&mut self) {
-        for topic in self.slots.iter_mut().flatten() {
-            topic.history.clear();
-        }
+        (moved, None)
     }
 
     /// Topics known.
@@ -198,39 +226,56 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ssehub_protocol::EventId;
-    use ssehub_protocol::sse::Frame;
 
-    fn event(ms: u64, topic: &str) -> Arc<Event> {
-        let mut event = Event::new(Box::new([topic.into()]), Frame::notice(b"data: x\n\n"));
-        event.set_id(EventId { ms, seq: 0 });
-        Arc::new(event)
+    fn subscribe(topics: &mut Topics, key: u32, raw: &[&str]) -> (Subscriptions, Vec<String>) {
+        let raw: Vec<String> = raw.iter().map(|s| s.to_string()).collect();
+        let mut gained = Vec::new();
+        let subs = topics.subscribe(key, &names(&raw), &mut gained);
+        (subs, gained.into_iter().map(|(n, _)| n).collect())
     }
 
     #[test]
     fn unsubscribe_reports_the_moved_subscriber_and_forgets_empty_topics() {
-        let mut topics = Topics::new(4);
-        let subs: Vec<Subscriptions> = (10..13).map(|key| topics.subscribe(key, &["a".into()])).collect();
+        let mut topics = Topics::new();
+        let mut subs = Vec::new();
+        for key in 10..13 {
+            let (s, gained) = subscribe(&mut topics, key, &["a"]);
+            assert_eq!(gained.len(), usize::from(key == 10), "only the first is news");
+            subs.push(s);
+        }
         let t = topics.find("a").unwrap();
         let mut moves = Vec::new();
-        topics.unsubscribe(10, &subs[0], |key, topic, pos| moves.push((key, topic, pos)));
+        let mut lost = Vec::new();
+        topics.unsubscribe(10, &subs[0], |key, topic, pos| moves.push((key, topic, pos)), &mut lost);
         assert_eq!(moves, [(12, t, 0)]);
         assert_eq!(topics.get(t).subscribers, [12, 11]);
-        topics.unsubscribe(11, &Subscriptions::One(t, 1), |_, _, _| panic!("nothing moves"));
-        topics.unsubscribe(12, &Subscriptions::One(t, 0), |_, _, _| panic!("nothing moves"));
-        assert_eq!(topics.find("a"), None, "no subscribers and no history");
+        topics.unsubscribe(11, &Subscriptions::One(t, 1), |_, _, _| panic!("nothing moves"), &mut lost);
+        assert!(lost.is_empty());
+        topics.unsubscribe(12, &Subscriptions::One(t, 0), |_, _, _| panic!("nothing moves"), &mut lost);
+        assert_eq!(lost, [("a".to_string(), None)]);
+        assert_eq!(topics.find("a"), None);
         assert!(topics.is_empty());
+    }
 
-        topics.record(&event(1, "b"));
-        let subs = topics.subscribe(1, &["b".into()]);
-        topics.unsubscribe(1, &subs, |_, _, _| {});
-        assert!(topics.find("b").is_some(), "history keeps the topic");
+    #[test]
+    fn patterns_are_reported_on_their_first_and_last_subscription() {
+        let mut topics = Topics::new();
+        let (first, gained) = subscribe(&mut topics, 1, &["room/*", "x"]);
+        assert_eq!(gained, ["room/*", "x"]);
+        let (second, gained) = subscribe(&mut topics, 2, &["room/*"]);
+        assert!(gained.is_empty());
+        let mut lost = Vec::new();
+        topics.unsubscribe(1, &first, |_, _, _| {}, &mut lost);
+        assert_eq!(lost, [("x".to_string(), None)]);
+        topics.unsubscribe(2, &second, |_, _, _| {}, &mut lost);
+        assert_eq!(lost[1].0, "room/*");
+        assert!(lost[1].1.is_some());
     }
 
     #[test]
     fn a_subscriber_of_several_topics_is_listed_in_each() {
-        let mut topics = Topics::new(4);
-        let subs = topics.subscribe(7, &["a".into(), "b".into()]);
+        let mut topics = Topics::new();
+        let (subs, _) = subscribe(&mut topics, 7, &["a", "b"]);
         let listed: Vec<u32> = subs.iter().map(|(topic, pos)| topics.get(topic).subscribers[pos as usize]).collect();
         assert_eq!(listed, [7, 7]);
         assert_eq!(topics.len(), 2);

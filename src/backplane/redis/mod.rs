@@ -168,12 +168,12 @@ impl Backplane for Cluster {
         }
     }
 
-    fn catchup(&self, after: Option<EventId>, missed: bool) -> Catchup {
+    fn catchup(&self, after: Option<EventId>, missed: Option<Gap>) -> Catchup {
         // An id older than what this node has followed is read from the
         // stream, so a client resumes on any node without a false gap.
         match after {
             None => Catchup::Memory(Some(Gap::Unparseable)),
-            Some(id) if id < self.status.floor() || missed => Catchup::Log,
+            Some(id) if id < self.status.floor() || missed.is_some() => Catchup::Log,
             Some(_) => Catchup::Memory(None),
         }
     }
