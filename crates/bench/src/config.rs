@@ -80,11 +80,14 @@ impl Config {
         let reject = |given: bool, flag: &str| -> Result<(), String> {
             if given { Err(format!("{flag} does not apply to the {s:?} scenario")) } else { Ok(()) }
         };
-        let paced = matches!(s, Steady | Churn | Soak) || (s == Topics && a.rate.is_some());
+        let paced = matches!(s, Steady | Churn | Soak) || (matches!(s, Topics | PerUser) && a.rate.is_some());
         reject(matches!(s, Idle | Burst) && a.rate.is_some(), "--rate")?;
         reject(s == Idle && a.events.is_some(), "--events")?;
         reject(s == Burst && a.duration.is_some(), "--duration")?;
-        reject(s == Topics && a.rate.is_none() && a.duration.is_some(), "--duration (without --rate)")?;
+        reject(
+            matches!(s, Topics | PerUser) && a.rate.is_none() && a.duration.is_some(),
+            "--duration (without --rate)",
+        )?;
         let churny = matches!(s, Churn | Soak);
         reject(!churny && a.churn_rate.is_some(), "--churn-rate")?;
         reject(!churny && a.churners.is_some(), "--churners")?;
@@ -135,8 +138,12 @@ impl Config {
         }
 
         let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
-        let subscribers = a.subscribers.unwrap_or(if churny { 5_000 } else { 10_000 });
-        let topics = a.topics.unwrap_or(if s == Topics { 100 } else { 1 });
+        let subscribers = a.subscribers.unwrap_or(if churny || s == PerUser { 5_000 } else { 10_000 });
+        let topics = a.topics.unwrap_or(match s {
+            Topics => 100,
+            PerUser => u32::try_from(subscribers).map_err(|_| "--subscribers: too many for per-user topics")?,
+            _ => 1,
+        });
         if topics == 0 {
             return Err("--topics must be at least 1".into());
         }
@@ -144,6 +151,7 @@ impl Config {
             Idle => None,
             Burst => Some(a.events.unwrap_or(20)),
             Topics if !paced => Some(a.events.unwrap_or(200)),
+            PerUser if !paced => Some(a.events.unwrap_or(subscribers * 10)),
             _ => a.events,
         };
         let rate = if paced {

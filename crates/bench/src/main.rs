@@ -82,6 +82,9 @@ pub enum Scenario {
     Churn,
     /// Steady + churn for a long time, sampling server RSS and fds.
     Soak,
+    /// N subscribers each on its own topic (per-user notifications), events
+    /// spread over the topics: back to back, or paced with --rate.
+    PerUser,
 }
 
 /// `ssehub-bench run`: the flags of one load run.
