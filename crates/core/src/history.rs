@@ -21,7 +21,7 @@
 //! whose last retained event is dropped is forgotten, leaving a small
 //! tombstone (a hash of its name and the id of its newest dropped event);
 //! tombstones are themselves bounded (they outlive their event by one TTL,
-//! and may use an eighth of the budget), oldest first, and only when one is
+//! and may use a quarter of the budget, ~40 bytes each), oldest first, and only when one is
 //! dropped does a resume become conservative: a client older than every
 //! tombstone dropped, resuming a topic nothing is known of, gets the gap
 //! (see [`History::missed`]). That takes a client away for longer than twice
@@ -138,13 +138,29 @@ struct TopicHistory {
     dropped: Option<(EventId, Gap)>,
 }
 
-/// A forgotten topic's newest dropped event.
-#[derive(Copy, Clone, Debug)]
-struct Tombstone {
-    /// The id of that event.
-    id: EventId,
-    /// Why it was dropped.
-    why: Gap,
+/// A forgotten topic's newest dropped event, packed in a word: its id's
+/// ms (47 bits), its seq (16 bits, saturated: a larger one reads as 65535,
+/// which only ever makes a gap more likely, never less) and whether it expired.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Tombstone(u64);
+
+impl Tombstone {
+    fn new(id: EventId, why: Gap) -> Self {
+        let seq = id.seq.min(0xFFFF);
+        Tombstone(((id.ms & ((1 << 47) - 1)) << 17) | (seq << 1) | u64::from(why == Gap::Expired))
+    }
+
+    fn id(self) -> EventId {
+        EventId { ms: self.0 >> 17, seq: (self.0 >> 1) & 0xFFFF }
+    }
+
+    fn why(self) -> Gap {
+        if self.0 & 1 == 1 { Gap::Expired } else { Gap::Evicted }
+    }
+
+    fn dropped(self) -> (EventId, Gap) {
+        (self.id(), self.why())
+    }
 }
 
 /// Bytes charged per retained event beyond its frame and topic names: the
@@ -156,8 +172,11 @@ const SLOT_BYTES: usize = size_of::<Slot>();
 const RING_ENTRY_BYTES: usize = size_of::<Arc<Event>>();
 /// Per topic: its map entry and ring header, beyond its name.
 const TOPIC_OVERHEAD: usize = size_of::<(Box<str>, TopicHistory)>() + 48;
-/// Per tombstone: its map entry and its place in the FIFO.
-const TOMBSTONE_BYTES: usize = size_of::<(u64, Tombstone)>() + size_of::<u64>() + 32;
+/// Per tombstone: its map entry and its place in the FIFO, with the
+/// tables' slack (load factor, doubling).
+const TOMBSTONE_BYTES: usize = 2 * (size_of::<(u64, Tombstone)>() + size_of::<(Tombstone, u64)>()) - 16;
+/// The share of the budget tombstones may use before the oldest go.
+const TOMBSTONE_SHARE: usize = 4;
 
 /// The retained events of every topic: see the module documentation.
 #[derive(Debug)]
@@ -173,7 +192,7 @@ pub struct History {
     tombstones: HashMap<u64, Tombstone>,
     /// Tombstone hashes oldest first (a hash may appear again after it
     /// was replaced; the entry then no longer matches and is skipped).
-    tomb_order: VecDeque<(EventId, u64)>,
+    tomb_order: VecDeque<(Tombstone, u64)>,
     /// Every tombstone ever dropped was at or below this: a resume older
     /// than it may have missed events of a forgotten topic.
     tombs_dropped: Option<(EventId, Gap)>,
@@ -224,7 +243,7 @@ impl History {
                 None => {
                     self.bytes += TOPIC_OVERHEAD + name.len();
                     // A topic coming back takes over its tombstone's knowledge.
-                    let dropped = self.tombstones.remove(&hash(name)).map(|t| (t.id, t.why));
+                    let dropped = self.tombstones.remove(&hash(name)).map(Tombstone::dropped);
                     if dropped.is_some() {
                         self.bytes -= TOMBSTONE_BYTES;
                     }
@@ -331,7 +350,7 @@ impl History {
             return newer(topic.dropped);
         }
         if let Some(tomb) = self.tombstones.get(&hash(topic)) {
-            return newer(Some((tomb.id, tomb.why)));
+            return newer(Some(tomb.dropped()));
         }
         // Never seen, or forgotten and its tombstone dropped: only the
         // latter can hide events, and only newer than `after` if `after`
@@ -360,7 +379,7 @@ impl History {
         self.tomb_order
             .iter()
             .rev()
-            .find_map(|&(id, h)| self.tombstones.get(&h).filter(|t| t.id == id).map(|t| (t.id, t.why)))
+            .find_map(|&(tomb, h)| (self.tombstones.get(&h) == Some(&tomb)).then(|| tomb.dropped()))
     }
 
     /// Applies the TTL, then the budget, oldest first.
@@ -372,16 +391,16 @@ impl History {
             }
             // A tombstone is made when its event expires; it lives one TTL more.
             let tomb_horizon = horizon.saturating_sub(self.limits.ttl_ms);
-            while self.tomb_order.front().is_some_and(|&(id, _)| id.ms < tomb_horizon) {
-                self.drop_oldest_tombstone(Gap::Expired);
+            while self.tomb_order.front().is_some_and(|&(tomb, _)| tomb.id().ms < tomb_horizon) {
+                self.drop_oldest_tombstone();
             }
         }
         while self.bytes > self.limits.budget {
-            // Tombstones may use an eighth of the budget; past that, or with
+            // Tombstones may use a quarter of the budget; past that, or with
             // no event left, the oldest goes. Otherwise the oldest event.
-            let tombs_over = self.tombstones.len() * TOMBSTONE_BYTES > self.limits.budget / 8;
+            let tombs_over = self.tombstones.len() * TOMBSTONE_BYTES > self.limits.budget / TOMBSTONE_SHARE;
             if (tombs_over || self.order.is_empty()) && !self.tomb_order.is_empty() {
-                self.drop_oldest_tombstone(Gap::Evicted);
+                self.drop_oldest_tombstone();
             } else if !self.order.is_empty() {
                 self.drop_oldest(Gap::Evicted);
             } else {
@@ -455,27 +474,28 @@ impl History {
 
     fn bury(&mut self, name: &str, id: EventId, why: Gap) {
         let h = hash(name);
-        let tomb = Tombstone { id, why };
+        let tomb = Tombstone::new(id, why);
         match self.tombstones.insert(h, tomb) {
             Some(old) => {
                 // Same hash (a collision, or the topic again): keep the newer.
-                if old.id > id {
+                if old.id() > tomb.id() {
                     self.tombstones.insert(h, old);
                     return;
                 }
             }
             None => self.bytes += TOMBSTONE_BYTES,
         }
-        self.tomb_order.push_back((id, h));
+        self.tomb_order.push_back((tomb, h));
     }
 
-    fn drop_oldest_tombstone(&mut self, why: Gap) {
-        let Some((id, h)) = self.tomb_order.pop_front() else { return };
-        if self.tombstones.get(&h).is_some_and(|t| t.id == id) {
-            let tomb = self.tombstones.remove(&h).map_or(why, |t| t.why);
+    fn drop_oldest_tombstone(&mut self) {
+        let Some((tomb, h)) = self.tomb_order.pop_front() else { return };
+        if self.tombstones.get(&h) == Some(&tomb) {
+            self.tombstones.remove(&h);
             self.bytes -= TOMBSTONE_BYTES;
+            let (id, reason) = tomb.dropped();
             if self.tombs_dropped.is_none_or(|(upto, _)| upto < id) {
-                self.tombs_dropped = Some((id, tomb));
+                self.tombs_dropped = Some((id, reason));
             }
         }
     }
@@ -660,7 +680,7 @@ mod tests {
         let stats = history.stats();
         assert!(stats.events > 50, "the budget holds a fair number: {stats:?}");
         assert_eq!(stats.drops.evicted as usize + stats.events, 20_000);
-        assert!(stats.tombstones * TOMBSTONE_BYTES <= budget / 8 + TOMBSTONE_BYTES);
+        assert!(stats.tombstones * TOMBSTONE_BYTES <= budget / TOMBSTONE_SHARE + TOMBSTONE_BYTES);
         // The newest are retained, the oldest gave way.
         assert_eq!(replayed(&history, &[topic("user/20000")], 19_999), (None, vec![20_000]));
         assert!(replayed(&history, &[topic("user/1")], 0).0.is_some());
