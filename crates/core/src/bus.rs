@@ -218,6 +218,32 @@ impl Bus {
         Bus { core: Mutex::new(core), inboxes, all, boot, published: AtomicU64::new(0) }
     }
 
+    /// Before the workers start: takes back events from a durable log, in id
+    /// order. Each goes through history as if just published (so the bounds
+    /// drop now what they would have dropped, and gaps stay exact), ids
+    /// continue after the last one, and the first becomes the boot id: a
+    /// resume from before it gets `before-start`. Returns how many were taken.
+    pub fn restore(&mut self, events: impl IntoIterator<Item = Arc<Event>>) -> usize {
+        let now = unix_ms();
+        let core = self.core.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut restored = 0;
+        for event in events {
+            if event.to_all() || event.id() <= core.last && restored > 0 {
+                continue; // not in order: the log is checked before it gets here
+            }
+            if restored == 0 {
+                self.boot = event.id();
+            }
+            core.history.record(&event, now);
+            core.last = event.id();
+            restored += 1;
+        }
+        if restored > 0 {
+            core.sequencer = Sequencer::new(core.last.successor().max(EventId { ms: now, seq: 0 }));
+        }
+        restored
+    }
+
     /// Worker `worker`'s inbox.
     pub fn inbox(&self, worker: usize) -> &Inbox {
         &self.inboxes[worker]
@@ -462,6 +488,26 @@ mod tests {
         let unwanted: Vec<Event> = (0..INBOX_CAPACITY + 1).map(|_| event("t")).collect();
         assert!(bus.publish(unwanted).is_ok(), "no one wants t any more: no queue can be full");
         assert_eq!(bus.published(), 3 + INBOX_CAPACITY as u64 + 1);
+    }
+
+    #[test]
+    fn restored_events_are_history_and_ids_continue_after_them() {
+        let mut bus = Bus::new(vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>], limits());
+        let at = |ms: u64| {
+            let mut e = event("t");
+            e.set_id(EventId { ms, seq: 0 });
+            Arc::new(e)
+        };
+        // Far in the future: the next id must still be after them.
+        let future = unix_ms() + 60_000;
+        assert_eq!(bus.restore([at(future), at(future + 1)]), 2);
+        assert_eq!(bus.boot_id(), EventId { ms: future, seq: 0 });
+        let ids = bus.publish(vec![event("t")]).unwrap();
+        assert!(ids[0] > EventId { ms: future + 1, seq: 0 });
+        let attached = bus.attach(0, &[topic("t")], Some((&[topic("t")], Some(EventId { ms: future, seq: 0 }))));
+        let (gap, replay) = attached.replay.unwrap();
+        assert_eq!(gap, None);
+        assert_eq!(replay.iter().map(|e| e.id()).collect::<Vec<_>>(), [EventId { ms: future + 1, seq: 0 }, ids[0]]);
     }
 
     #[test]
