@@ -163,18 +163,19 @@ impl Tombstone {
     }
 }
 
-/// Bytes charged per retained event beyond its frame and topic names: the
-/// `Event`, the `Arc` header and allocator slack.
-const EVENT_OVERHEAD: usize = size_of::<Event>() + 32;
+// What history charges against the budget: every heap block it holds, as
+// glibc sizes them ([`block`]), and every container entry three times over,
+// since a container grows by doubling and is shrunk only once it is two
+// thirds empty ([`History::shrink`]); hash tables also at their load factor.
+
 /// Per slot in the global order (live or released).
-const SLOT_BYTES: usize = size_of::<Slot>();
+const SLOT_BYTES: usize = 3 * size_of::<Slot>();
 /// Per ring entry (a pointer) in a topic.
-const RING_ENTRY_BYTES: usize = size_of::<Arc<Event>>();
-/// Per topic: its map entry and ring header, beyond its name.
-const TOPIC_OVERHEAD: usize = size_of::<(Box<str>, TopicHistory)>() + 48;
-/// Per tombstone: its map entry and its place in the FIFO, with the
-/// tables' slack (load factor, doubling).
-const TOMBSTONE_BYTES: usize = 2 * (size_of::<(u64, Tombstone)>() + size_of::<(Tombstone, u64)>()) - 16;
+const RING_ENTRY_BYTES: usize = 3 * size_of::<Arc<Event>>();
+/// Per topic beyond its name: its map entry, and its ring's smallest block.
+const TOPIC_OVERHEAD: usize = 3 * (size_of::<(Box<str>, TopicHistory)>() + 1) * 8 / 7 + block(4 * 8);
+/// Per tombstone: its map entry and its place in the FIFO.
+const TOMBSTONE_BYTES: usize = 3 * ((size_of::<(u64, Tombstone)>() + 1) * 8 / 7 + size_of::<(Tombstone, u64)>());
 /// The share of the budget tombstones may use before the oldest go.
 const TOMBSTONE_SHARE: usize = 4;
 
@@ -241,7 +242,7 @@ impl History {
             let topic = match self.topics.get_mut(&**name) {
                 Some(topic) => topic,
                 None => {
-                    self.bytes += TOPIC_OVERHEAD + name.len();
+                    self.bytes += TOPIC_OVERHEAD + block(name.len());
                     // A topic coming back takes over its tombstone's knowledge.
                     let dropped = self.tombstones.remove(&hash(name)).map(Tombstone::dropped);
                     if dropped.is_some() {
@@ -412,6 +413,28 @@ impl History {
             self.order.pop_front();
             self.bytes -= SLOT_BYTES;
         }
+        self.shrink();
+    }
+
+    /// Gives back container room once two thirds of it is unused, so the
+    /// charge per entry (three entries' worth) covers what is allocated, and
+    /// memory returns when history empties.
+    fn shrink(&mut self) {
+        fn sparse(len: usize, capacity: usize) -> bool {
+            capacity > 64 && len * 3 < capacity
+        }
+        if sparse(self.order.len(), self.order.capacity()) {
+            self.order.shrink_to(self.order.len() * 3 / 2);
+        }
+        if sparse(self.topics.len(), self.topics.capacity()) {
+            self.topics.shrink_to(self.topics.len() * 3 / 2);
+        }
+        if sparse(self.tombstones.len(), self.tombstones.capacity()) {
+            self.tombstones.shrink_to(self.tombstones.len() * 3 / 2);
+        }
+        if sparse(self.tomb_order.len(), self.tomb_order.capacity()) {
+            self.tomb_order.shrink_to(self.tomb_order.len() * 3 / 2);
+        }
     }
 
     /// Drops the globally oldest event from every topic still holding it.
@@ -466,7 +489,7 @@ impl History {
     /// Forgets a topic whose ring is empty, leaving a tombstone if it ever dropped an event.
     fn forget(&mut self, name: &str) {
         let Some((name, topic)) = self.topics.remove_entry(name) else { return };
-        self.bytes -= TOPIC_OVERHEAD + name.len();
+        self.bytes -= TOPIC_OVERHEAD + block(name.len());
         if let Some((id, why)) = topic.dropped {
             self.bury(&name, id, why);
         }
@@ -501,11 +524,19 @@ impl History {
     }
 }
 
-/// Bytes one event holds beyond its slot: the frame, the topic names, the rest.
+/// The heap blocks of one event: the `Arc`, its frame, its topic list and names.
 fn event_bytes(event: &Event) -> usize {
-    EVENT_OVERHEAD
-        + event.frame().allocated()
-        + event.topics().iter().map(|t| t.len() + size_of::<Box<str>>()).sum::<usize>()
+    block(2 * size_of::<usize>() + size_of::<Event>())
+        + block(event.frame().allocated())
+        + block(event.topics().len() * size_of::<Box<str>>())
+        + event.topics().iter().map(|t| block(t.len())).sum::<usize>()
+}
+
+/// What the allocator takes for `size` bytes: glibc adds an 8-byte header
+/// and rounds to 16, at least 32.
+const fn block(size: usize) -> usize {
+    let chunk = (size + 8 + 15) & !15;
+    if chunk < 32 { 32 } else { chunk }
 }
 
 fn hash(name: &str) -> u64 {
