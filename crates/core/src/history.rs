@@ -528,7 +528,7 @@ impl History {
 fn event_bytes(event: &Event) -> usize {
     block(2 * size_of::<usize>() + size_of::<Event>())
         + block(event.frame().allocated())
-        + block(event.topics().len() * size_of::<Box<str>>())
+        + block(std::mem::size_of_val(event.topics()))
         + event.topics().iter().map(|t| block(t.len())).sum::<usize>()
 }
 
