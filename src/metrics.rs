@@ -87,6 +87,8 @@ impl WorkerStats {
 pub struct Globals {
     /// Events accepted and sequenced.
     pub events_published: u64,
+    /// Since the server was bound.
+    pub uptime: std::time::Duration,
     /// The backplane's own figures.
     pub backplane: Vec<Metric>,
     /// `--max-connections`.
@@ -109,6 +111,9 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
         "Open connections by kind.",
         &[("{kind=\"subscriber\"}", sum(|w| &w.subscribers)), ("{kind=\"http\"}", sum(|w| &w.http))],
     );
+    let build = format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
+    metric("build_info", "gauge", "Always 1; the version is its label.", &[(&build, 1)]);
+    metric("uptime_seconds", "gauge", "Seconds since the server started.", &[("", globals.uptime.as_secs())]);
     metric("connections_max", "gauge", "The --max-connections limit.", &[("", globals.max_connections as u64)]);
     metric("events_published_total", "counter", "Events accepted and sequenced.", &[("", globals.events_published)]);
     metric(
@@ -183,7 +188,15 @@ mod tests {
         workers[1].reject(413);
         let mut tally = Tally { frames: 5, bytes: 50, writes: 2 };
         workers[0].add(&mut tally);
-        let text = render(&workers, &Globals { events_published: 9, max_connections: 100, backplane: Vec::new() });
+        let globals = Globals {
+            events_published: 9,
+            uptime: std::time::Duration::from_millis(61_500),
+            max_connections: 100,
+            backplane: Vec::new(),
+        };
+        let text = render(&workers, &globals);
+        assert!(text.contains("ssehub_uptime_seconds 61\n"), "{text}");
+        assert!(text.contains(&format!("ssehub_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));
         assert!(text.contains("ssehub_connections{kind=\"subscriber\"} 7\n"), "{text}");
         assert!(text.contains("ssehub_events_published_total 9\n"));
         assert!(text.contains("ssehub_frames_written_total 5\n"));
