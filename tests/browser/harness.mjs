@@ -114,9 +114,10 @@ export function jwt(secret, claims) {
 /**
  * The app's origin: serves tests/browser/tab.html, its own copy of ssehub.js
  * (a page that imports it from here gets the SharedWorker), and `/token`,
- * whose answer `{token}` is whatever `mint()` returns (counted in `tokens`).
+ * whose answer `{token}` is whatever `mint()` returns (counted in `tokens`);
+ * `routes` maps more paths to node:http handlers.
  */
-export async function startPages({ mint } = {}) {
+export async function startPages({ mint, routes = {} } = {}) {
   const tab = readFileSync(join(ROOT, "tests", "browser", "tab.html"));
   const pages = { tokens: 0, origin: "" };
   const server = createServer((request, response) => {
@@ -125,6 +126,8 @@ export async function startPages({ mint } = {}) {
       response.writeHead(200, { "Content-Type": "text/html; charset=utf-8" }).end(tab);
     } else if (path == "/ssehub.js") {
       response.writeHead(200, { "Content-Type": "text/javascript" }).end(readFileSync(CLIENT));
+    } else if (routes[path]) {
+      routes[path](request, response);
     } else if (path == "/token" && mint) {
       pages.tokens++;
       response.writeHead(200, { "Content-Type": "application/json", "Cache-Control": "no-store" });
