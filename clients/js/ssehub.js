@@ -9,9 +9,11 @@
 // every event to the other tabs over a BroadcastChannel; when it closes, the
 // next tab in the lock's queue resumes from the last id it saw. Every tab drops
 // an event whose id is not newer than its last one, so a take-over can repeat
-// nothing. Messages between tabs are plain objects:
+// nothing. What a stream delivers travels as arrays (all that one read of the
+// response held, so a burst costs one message per tab, not one per event) of
 //   {t: "e", e: {id, type, data}}  an event        {t: "g", d}   ssehub-gap data
 //   {t: "x", m, s}   an error (message, HTTP status or 0)
+// and the rest as single objects:
 //   {t: "h"} a tab asks for the leader's last id  {t: "a", id}  the answer
 //   {t: "s", k, o} / {t: "q"}: a page joins / leaves the SharedWorker.
 
@@ -50,19 +52,20 @@ function connect(o, emit) {
         if (done) return "end";
         buf += text.decode(value, { stream: true });
         // A CR at the very end may be the first half of a CRLF: keep it for the next chunk.
-        const cut = buf.length - (buf.endsWith("\r") ? 1 : 0), lines = buf.slice(0, cut).split(/\r\n|\r|\n/);
+        // What one chunk holds goes out as one batch: one message per tab, not one per event.
+        const out = [], cut = buf.length - (buf.endsWith("\r") ? 1 : 0), lines = buf.slice(0, cut).split(/\r\n|\r|\n/);
         buf = lines.pop() + buf.slice(cut);
         for (const line of lines) {
           if (!line) {
             last = id;
             if (data.length) {
               const d = data.join("\n");
-              if (type == "ssehub-expired") return "expired";
+              if (type == "ssehub-expired") return out.length && emit(out), "expired";
               if (type == "ssehub-gap") {
                 let g = d;
                 try { g = JSON.parse(d); } catch {}
-                emit({ t: "g", d: g });
-              } else emit({ t: "e", e: { id, type: type || "message", data: d } });
+                out.push({ t: "g", d: g });
+              } else out.push({ t: "e", e: { id, type: type || "message", data: d } });
             }
             data = [];
             type = "";
@@ -78,6 +81,7 @@ function connect(o, emit) {
           else if (name == "id" && !value.includes("\0")) id = value;
           else if (name == "retry" && /^\d+$/.test(value)) retry = +value;
         }
+        if (out.length) emit(out);
       }
     } finally {
       reader.cancel().catch(() => {});
@@ -115,7 +119,7 @@ function connect(o, emit) {
         }
       } catch (e) {
         if (closed) return;
-        emit({ t: "x", m: e.message, s: e.s || 0 });
+        emit([{ t: "x", m: e.message, s: e.s || 0 }]);
         if (FATAL.includes(e.s)) return;
         wait = Math.min(30000, retry * 2 ** fails++) * (0.8 + Math.random() * 0.4);
       }
@@ -147,12 +151,14 @@ export function subscribe({ url = new URL(".", SELF).href, topics, token, tokenU
   const key = "ssehub " + JSON.stringify([o.url, o.topics, o.withCredentials]);
   let last = "", closed = 0, stop = () => {};
 
-  function deliver(m) {
-    if (closed) return;
-    if (m.t == "e") {
-      if (newer(m.e.id, last)) (last = m.e.id || last), onEvent?.(m.e);
-    } else if (m.t == "g") onGap?.(m.d);
-    else if (m.t == "x") onError?.(Object.assign(new Error(m.m), { status: m.s }));
+  function deliver(batch) {
+    for (const m of batch) {
+      if (closed) return;
+      if (m.t == "e") {
+        if (newer(m.e.id, last)) (last = m.e.id || last), onEvent?.(m.e);
+      } else if (m.t == "g") onGap?.(m.d);
+      else if (m.t == "x") onError?.(Object.assign(new Error(m.m), { status: m.s }));
+    }
   }
 
   function lead() {
@@ -162,7 +168,7 @@ export function subscribe({ url = new URL(".", SELF).href, topics, token, tokenU
     ch.onmessage = ({ data: m }) => {
       if (m.t == "h") leader && ch.postMessage({ t: "a", id: last });
       else if (m.t == "a") last ||= m.id;
-      else deliver(m);
+      else if (Array.isArray(m)) deliver(m);
     };
     ch.postMessage({ t: "h" });
     navigator.locks

@@ -49,7 +49,7 @@ for (const from of ["hub", "page"]) {
       await rest[0].evaluate(
         ([key, events]) => {
           const channel = new BroadcastChannel(key);
-          for (const e of events) channel.postMessage({ t: "e", e });
+          channel.postMessage(events.map((e) => ({ t: "e", e })));
           channel.close();
         },
         [key, again],
