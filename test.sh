@@ -17,6 +17,10 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# --- browser suite (tests/browser.rs): Debian's Chromium, driven headless by
+# playwright-core, which tests/browser.rs installs with npm ci into target/.
+test -x /usr/bin/chromium || missing+=(chromium)
+# --- end of the browser suite's block
 if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -q >/dev/null

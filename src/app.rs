@@ -24,6 +24,7 @@ use crate::conn::Awaiting;
 use crate::metrics::{self, Globals};
 use crate::reactor::Shared;
 use crate::response::{HttpError, write_cors, write_head};
+use crate::ui;
 
 /// The paths the hub serves.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -40,8 +41,18 @@ pub enum Route {
     Readyz,
     /// `GET /metrics`: Prometheus text.
     Metrics,
+    /// `GET /` and `GET /ssehub.js`: the live page and the client module (`--ui on`).
+    Ui(ui::File),
     /// Anything else: 404.
     Unknown,
+}
+
+/// The route of a request, given the settings (`--ui off` leaves `/` and `/ssehub.js` unknown).
+fn route_of(shared: &Shared, request: &Request<'_>) -> Route {
+    match route(request.path()) {
+        Route::Ui(_) if !shared.settings.ui => Route::Unknown,
+        route => route,
+    }
 }
 
 /// The route of a request path.
@@ -53,6 +64,8 @@ pub fn route(path: &[u8]) -> Route {
         b"/healthz" => Route::Healthz,
         b"/readyz" => Route::Readyz,
         b"/metrics" => Route::Metrics,
+        b"/" => Route::Ui(ui::File::Page),
+        b"/ssehub.js" => Route::Ui(ui::File::Client),
         _ => Route::Unknown,
     }
 }
@@ -129,11 +142,11 @@ pub fn admit(shared: &Shared, request: &Request<'_>, peer: &Peer, out: &mut Vec<
             return Err(HttpError::BadRequest(duplicate_message(field)));
         }
     }
-    let route = route(request.path());
+    let route = route_of(shared, request);
     let allowed = match route {
         Route::Events => matches!(head.method, Method::Get | Method::Options),
         Route::Publish | Route::Disconnect => matches!(head.method, Method::Post | Method::Options),
-        Route::Healthz | Route::Readyz | Route::Metrics => head.method == Method::Get,
+        Route::Healthz | Route::Readyz | Route::Metrics | Route::Ui(_) => head.method == Method::Get,
         Route::Unknown => return Err(HttpError::NotFound),
     };
     if !allowed {
@@ -203,7 +216,7 @@ pub fn respond(
     let head = request.head;
     let keep_alive = head.keep_alive;
     let text = "text/plain; charset=utf-8";
-    match (route(request.path()), head.method) {
+    match (route_of(shared, request), head.method) {
         (Route::Events, Method::Get) => {
             let Some(Admitted::Subscribe(subscribe, grant)) = admitted.map(|a| *a) else {
                 return Answer::Fail(HttpError::BadRequest("not admitted"));
@@ -254,6 +267,7 @@ pub fn respond(
             let (history, topics_subscribed) = shared.bus.history_stats();
             let globals = Globals {
                 events_published: shared.bus.published(),
+                uptime: shared.started.elapsed(),
                 max_connections: shared.settings.reactor.max_connections,
                 backplane: shared.backplane.metrics(),
                 history,
@@ -263,6 +277,10 @@ pub fn respond(
             let body = metrics::render(&shared.stats, &globals);
             let content_type = "text/plain; version=0.0.4; charset=utf-8";
             reply(out, 200, content_type, body.as_bytes(), keep_alive, cors(shared, request).as_deref())
+        }
+        (Route::Ui(file), _) => {
+            ui::write(out, file, request.header("if-none-match"), keep_alive, cors(shared, request).as_deref());
+            Answer::Done
         }
         _ => Answer::Fail(HttpError::NotFound),
     }
@@ -424,7 +442,9 @@ mod tests {
             (b"/readyz", Route::Readyz),
             (b"/metrics", Route::Metrics),
             (b"/events/", Route::Unknown),
-            (b"/", Route::Unknown),
+            (b"/", Route::Ui(ui::File::Page)),
+            (b"/ssehub.js", Route::Ui(ui::File::Client)),
+            (b"/index.html", Route::Unknown),
             (b"*", Route::Unknown),
         ];
         for (path, want) in cases {

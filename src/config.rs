@@ -113,9 +113,22 @@ pub struct Config {
     #[arg(long, env = "SSEHUB_REDIS_MAXLEN", default_value_t = 100_000)]
     pub redis_maxlen: u64,
 
+    /// The live page at `/` and the browser client at `/ssehub.js` (`off` answers 404 there).
+    #[arg(long, env = "SSEHUB_UI", value_enum, default_value_t = Switch::On)]
+    pub ui: Switch,
+
     /// Log filter (error, warn, info, debug, trace; RUST_LOG syntax).
     #[arg(long, env = "SSEHUB_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// A feature flag's value.
+#[derive(clap::ValueEnum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// Descriptors kept free under the open-file limit so the server can always
@@ -169,6 +182,7 @@ impl Config {
                 maxlen: self.redis_maxlen,
                 history: self.history,
             }),
+            ui: self.ui == Switch::On,
         }
     }
 }
@@ -246,7 +260,8 @@ mod tests {
         assert_eq!(settings.streams.heartbeat, Duration::from_secs(15));
         assert_eq!(settings.limits.max_body, 65536);
         assert_eq!(settings.reactor.max_connections, 20000 - FD_RESERVE);
-        assert!(settings.workers >= 1 && settings.cluster.is_none());
+        assert!(settings.workers >= 1 && settings.cluster.is_none() && settings.ui);
+        assert!(!Config::parse_from(["ssehub", "--ui", "off"]).settings(100).ui);
         let settings =
             Config::parse_from(["ssehub", "--workers", "0", "--cors-origin", "https://a,https://b"]).settings(100);
         assert!(settings.workers >= 1);

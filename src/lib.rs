@@ -14,6 +14,7 @@
 //! - [`backplane`]: what orders events: in-process, or a Redis stream (`redis` feature).
 //! - [`conn`], [`timer`], [`metrics`]: connection state, deadlines, counters.
 //! - [`config`], [`settings`], [`server`]: flags, per-subsystem settings, start and stop.
+//! - [`ui`]: the live page at `/` and the browser client at `/ssehub.js`, embedded.
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 pub mod app;
@@ -31,6 +32,7 @@ pub mod settings;
 mod streams;
 mod sys;
 pub mod timer;
+pub mod ui;
 
 pub use config::Config;
 pub use server::Server;

@@ -88,6 +88,8 @@ impl WorkerStats {
 pub struct Globals {
     /// Events accepted and sequenced.
     pub events_published: u64,
+    /// Since the server was bound.
+    pub uptime: std::time::Duration,
     /// The backplane's own figures.
     pub backplane: Vec<Metric>,
     /// `--max-connections`.
@@ -116,6 +118,9 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
         "Open connections by kind.",
         &[("{kind=\"subscriber\"}", sum(|w| &w.subscribers)), ("{kind=\"http\"}", sum(|w| &w.http))],
     );
+    let build = format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
+    metric("build_info", "gauge", "Always 1; the version is its label.", &[(&build, 1)]);
+    metric("uptime_seconds", "gauge", "Seconds since the server started.", &[("", globals.uptime.as_secs())]);
     metric("connections_max", "gauge", "The --max-connections limit.", &[("", globals.max_connections as u64)]);
     metric("events_published_total", "counter", "Events accepted and sequenced.", &[("", globals.events_published)]);
     metric(
@@ -224,6 +229,7 @@ mod tests {
         workers[0].add(&mut tally);
         let globals = Globals {
             events_published: 9,
+            uptime: std::time::Duration::from_millis(61_500),
             max_connections: 100,
             backplane: Vec::new(),
             history: HistoryStats { events: 2, ..HistoryStats::default() },
@@ -231,6 +237,8 @@ mod tests {
             topics_subscribed: 1,
         };
         let text = render(&workers, &globals);
+        assert!(text.contains("ssehub_uptime_seconds 61\n"), "{text}");
+        assert!(text.contains(&format!("ssehub_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));
         assert!(text.contains("ssehub_connections{kind=\"subscriber\"} 7\n"), "{text}");
         assert!(text.contains("ssehub_events_published_total 9\n"));
         assert!(text.contains("ssehub_frames_written_total 5\n"));

@@ -26,7 +26,7 @@ use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 use ssehub_core::backplane::Backplane;
@@ -72,6 +72,8 @@ pub struct Shared {
     pub open: AtomicUsize,
     /// Set on SIGTERM/SIGINT.
     pub shutdown: Arc<AtomicBool>,
+    /// When the server was bound (`ssehub_uptime_seconds`).
+    pub started: Instant,
 }
 
 /// One worker's deadlines and the stamps that keep them honest.

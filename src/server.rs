@@ -126,6 +126,7 @@ impl Server {
             stats: (0..count).map(|_| WorkerStats::default()).collect(),
             open: AtomicUsize::new(0),
             shutdown: Arc::new(AtomicBool::new(false)),
+            started: std::time::Instant::now(),
             settings,
         });
         Ok(Server { shared, drivers, local_addr, threads })

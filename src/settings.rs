@@ -29,6 +29,8 @@ pub struct Settings {
     pub cors: Cors,
     /// Cluster mode (`--redis`), if on.
     pub cluster: Option<ClusterSettings>,
+    /// `--ui on`: serve the live page at `/` and the client at `/ssehub.js`.
+    pub ui: bool,
 }
 
 /// The event loop and connection lifecycle.
