@@ -14,6 +14,17 @@ scenario:
           per delivery; with the floor, whose CPU per delivery against ssehub's
           is the cost of everything ssehub does beyond one write per event
 
+and, only when named in --scenarios (`--scenarios per-user,per-user-paced`),
+the per-user notification workload: N subscribers, each on its own topic, the
+events spread over the topics from 8 publish connections (`ssehub-bench run
+--scenario per-user`); run by ssehub, nchan, axum and every --variant:
+
+  per-user         events back to back, 10 per subscriber (at least 50,000;
+                   quick: 10,000): delivered publishes/s (= deliveries/s, one
+                   subscriber per event), server CPU per delivery
+  per-user-paced   10,000 events/s for the steady run's time (10 s; quick: 2 s):
+                   server CPU per delivery, p50/p99 publish-to-receive latency
+
 Why it runs the way it does: numbers from different days or machines do not
 compare, and a shared box drifts within minutes. So all servers run in the same
 invocation, interleaved: for each scenario x subscriber count x repetition the
@@ -23,9 +34,9 @@ stopped after its run. The summary gives medians over the repetitions and
 ratios against ssehub. The load generator shares the machine with the server;
 its CPU use is in each raw report (`generator`).
 
-Sizes: ssehub, nchan, axum and the floor run at --subscribers. The Django peers
-and Pushpin run at their own small counts (capped by the largest
---subscribers), and ssehub also runs there so that every peer has a ratio:
+Sizes: ssehub, nchan, axum, the variants and the floor run at --subscribers.
+The Django peers and Pushpin run at their own small counts (capped by the
+largest --subscribers), and ssehub also runs there so that every peer has a ratio:
 uvicorn at 10/100/1000; gunicorn at 10 only, with short timeouts, to record that
 its 2 sync workers serve 2 subscribers and then stall; Pushpin at 100/1000 with
 connects ramped at 300/s (it fails fast subscribe bursts). The Django peers'
@@ -35,9 +46,11 @@ Outputs, in OUT (default benches/results/<UTC date-time>):
   <scenario>-<n>-<server>-rep<k>.json   the raw ssehub-bench report, or {"error": ...}
   meta.json      date, machine, versions, git commit, every command run
   summary.json, summary.md, chart.svg   medians, ratios, tables, chart
-benches/results/latest/ gets copies of the last three (except after --quick,
-unless --update-doc), and --update-doc rewrites the part of PERFORMANCE.md
-between the `<!-- compare:begin -->` and `<!-- compare:end -->` markers.
+benches/results/latest/ gets copies of the last three (except after --quick or
+a run without all of burst, idle and steady, unless --update-doc), and
+--update-doc rewrites the part of PERFORMANCE.md between the
+`<!-- compare:begin -->` and `<!-- compare:end -->` markers with this run's
+tables (so a per-user-only run with --update-doc replaces the others there).
 
 Standard library only. Run from anywhere: `python3 benches/compare.py --quick`.
 """
@@ -60,7 +73,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from xml.sax.saxutils import escape
@@ -74,9 +87,16 @@ BENCH = RELEASE / "ssehub-bench"
 DOC = ROOT / "PERFORMANCE.md"
 DOC_BEGIN, DOC_END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
-SCENARIOS = ("burst", "idle", "steady")
+SCENARIOS = ("burst", "idle", "steady")  # the default --scenarios
+PER_USER = ("per-user", "per-user-paced")  # selected explicitly
+ALL_SCENARIOS = SCENARIOS + PER_USER
+BENCH_SCENARIO = {"per-user-paced": "per-user"}  # compare's name -> ssehub-bench's, where they differ
 STEADY_RATE = 10
 BURST_TIMEOUT_S = 60
+PER_USER_EVENTS_PER_SUBSCRIBER = 10
+PER_USER_RATE = 10_000  # per-user-paced: publishes/s, spread over the subscribers' topics
+PER_USER_PUB_CONNS = 8
+PER_USER_SLOWEST_RATE = 1_000  # unpaced per-user: deliveries/s below which a run times out
 PEER_START_TIMEOUT_S = 900  # the first start may apt-get, pip install or build axum
 STOP_TIMEOUT_S = 60
 
@@ -87,18 +107,21 @@ class Sizes:
     reps: int
     burst_share: float  # fraction of each server's burst delivery budget
     idle_hold_s: int
-    steady_s: int
+    steady_s: int  # also per-user-paced's publishing time
+    per_user_min_events: int  # unpaced per-user: at least this many events, for a long enough window
 
 
-FULL = Sizes(counts=(1000, 5000, 10000), reps=3, burst_share=1.0, idle_hold_s=3, steady_s=10)
-QUICK = Sizes(counts=(100, 1000), reps=1, burst_share=0.2, idle_hold_s=1, steady_s=2)
+FULL = Sizes(
+    counts=(1000, 5000, 10000), reps=3, burst_share=1.0, idle_hold_s=3, steady_s=10, per_user_min_events=50_000
+)
+QUICK = Sizes(counts=(100, 1000), reps=1, burst_share=0.2, idle_hold_s=1, steady_s=2, per_user_min_events=10_000)
 
 
 @dataclass(frozen=True)
 class Server:
     name: str
     port: int
-    scenarios: tuple[str, ...] = SCENARIOS
+    scenarios: tuple[str, ...] = ALL_SCENARIOS
     counts: tuple[int, ...] | None = None  # None: --subscribers
     quick_counts: tuple[int, ...] | None = None
     # Deliveries per burst run: events = budget / subscribers, within 20..1000.
@@ -123,7 +146,7 @@ SERVERS = {
         Server(
             "floor",
             8090,
-            scenarios=("steady",),
+            scenarios=("steady",),  # no topics: per-user would send every event to everyone
             note="`ssehub-bench floor`: one write per subscriber per event, no topics, "
             "no bookkeeping: the cost of a delivery on this machine. Steady only: back to "
             "back it writes each event separately, while ssehub coalesces a burst.",
@@ -131,6 +154,7 @@ SERVERS = {
         Server(
             "django-uvicorn",
             8084,
+            scenarios=SCENARIOS,  # per-user runs only ssehub, nchan, axum and variants
             counts=(10, 100, 1000),
             quick_counts=(10, 100),
             burst_budget=20_000,
@@ -140,6 +164,7 @@ SERVERS = {
         Server(
             "django-gunicorn",
             8083,
+            scenarios=SCENARIOS,  # per-user runs only ssehub, nchan, axum and variants
             counts=(10,),
             quick_counts=(10,),
             burst_budget=200,  # 20 events: one publish stalls anyway
@@ -150,6 +175,7 @@ SERVERS = {
         Server(
             "pushpin",
             8085,
+            scenarios=SCENARIOS,  # per-user runs only ssehub, nchan, axum and variants
             counts=(100, 1000),
             quick_counts=(100,),
             burst_budget=200_000,
@@ -228,6 +254,12 @@ def bench_flags(job: Job, sizes: Sizes) -> dict[str, str]:
         flags = {"--events": min(1000, max(20, int(budget // job.subscribers))), "--timeout": BURST_TIMEOUT_S}
     elif job.scenario == "idle":
         flags = {"--connect-rate": 0, "--duration": sizes.idle_hold_s}
+    elif job.scenario == "per-user":
+        events = max(PER_USER_EVENTS_PER_SUBSCRIBER * job.subscribers, sizes.per_user_min_events)
+        timeout = max(BURST_TIMEOUT_S, math.ceil(events / PER_USER_SLOWEST_RATE))
+        flags = {"--events": events, "--timeout": timeout, "--pub-conns": PER_USER_PUB_CONNS}
+    elif job.scenario == "per-user-paced":
+        flags = {"--rate": PER_USER_RATE, "--duration": sizes.steady_s, "--pub-conns": PER_USER_PUB_CONNS}
     else:
         flags = {"--rate": STEADY_RATE, "--duration": sizes.steady_s}
     return {k: str(v) for k, v in flags.items()} | job.server.bench_flags
@@ -457,7 +489,8 @@ def tail(text: str, lines: int = 5) -> str:
 def run_bench(job: Job, handle: Handle, ctx: Context, sizes: Sizes) -> dict:
     flags = bench_flags(job, sizes)
     argv = [
-        str(BENCH), "run", "--scenario", job.scenario, "--preset", "ssehub" if job.server.argv else job.server.name,
+        str(BENCH), "run", "--scenario", BENCH_SCENARIO.get(job.scenario, job.scenario),
+        "--preset", "ssehub" if job.server.argv else job.server.name,
         "--port", str(job.server.port), "-n", str(job.subscribers),
         "--server-pid", ",".join(map(str, handle.pids)), "--json", "-q",
     ]  # fmt: skip
@@ -512,11 +545,15 @@ def one_line(scenario: str, report: dict) -> str:
     if "error" in report:
         return f"ERROR {report['error']}"
     m = run_metrics(report)
+    rate = f"{fmt_num(m['deliveries_per_s'])} deliveries/s"
+    cpu = f"{fmt_num(m['cpu_ns_per_delivery'])} ns CPU/delivery"
+    latency = f"p50 {fmt_short(m['p50_ms'])} ms, p99 {fmt_short(m['p99_ms'])} ms"
     shown = {
-        "burst": f"{fmt_num(m['deliveries_per_s'])} deliveries/s, {fmt_num(m['cpu_ns_per_delivery'])} ns CPU/delivery",
+        "burst": f"{rate}, {cpu}",
         "idle": f"{fmt_num(m['connects_per_s'])} connects/s, {fmt_bytes(m['rss_per_conn_bytes'])}/conn",
-        "steady": f"p50 {fmt_short(m['p50_ms'])} ms, p99 {fmt_short(m['p99_ms'])} ms, "
-        f"{fmt_num(m['cpu_ns_per_delivery'])} ns CPU/delivery",
+        "steady": f"{latency}, {cpu}",
+        "per-user": f"{rate}, {cpu}",
+        "per-user-paced": f"{fmt_num(m['publishes_per_s'])} publishes/s, {latency}, {cpu}",
     }[scenario]
     return f"{shown} ({'ok' if m['ok'] else 'FAIL: ' + '; '.join(m['failed_checks'])})"
 
@@ -643,14 +680,20 @@ METRICS = {
     "deliveries": Metric("deliveries", ("delivery", "deliveries"), True),
     "publishes_ok": Metric("publishes accepted", ("publish", "ok"), True),
     "publishes_attempted": Metric("publishes attempted", ("publish", "attempted"), True),
+    "publishes_per_s": Metric("publish rate", ("publish", "rate_achieved"), True),
 }
 RATIO_METRICS = ("deliveries_per_s", "cpu_ns_per_delivery", "p50_ms", "p99_ms", "rss_per_conn_bytes", "connects_per_s")
 HEADLINE_METRICS = {
     "burst": ("deliveries_per_s", "cpu_ns_per_delivery"),
     "idle": ("connects_per_s", "rss_per_conn_bytes"),
     "steady": ("p99_ms", "cpu_ns_per_delivery"),
+    "per-user": ("deliveries_per_s", "cpu_ns_per_delivery"),
+    "per-user-paced": ("cpu_ns_per_delivery", "p99_ms"),
 }
-RESULT_FILE = re.compile(r"^(burst|idle|steady)-(\d+)-(.+)-rep(\d+)\.json$")
+# Longest names first, so that `per-user-paced-…` is not read as `per-user` of a count `paced`.
+RESULT_FILE = re.compile(
+    rf"^({'|'.join(map(re.escape, sorted(ALL_SCENARIOS, key=len, reverse=True)))})-(\d+)-(.+)-rep(\d+)\.json$"
+)
 
 
 def dig(report: dict, path: tuple[str, ...]):
@@ -725,7 +768,7 @@ SUMMARY_META = ("date", "command", "quick", "reps", "run_count", "out", "machine
 def summarize(out: Path, meta: dict) -> dict:
     cells = []
     for (scenario, n), by_server in sorted(
-        load_results(out).items(), key=lambda kv: (SCENARIOS.index(kv[0][0]), kv[0][1])
+        load_results(out).items(), key=lambda kv: (ALL_SCENARIOS.index(kv[0][0]), kv[0][1])
     ):
         servers = {name: summarize_server(by_server[name]) for name in server_order(by_server)}
         base = servers.get("ssehub", {}).get("median", {})
@@ -753,7 +796,7 @@ def headlines(cells: list[dict]) -> list[str]:
                 if name != "ssehub":
                     best[(cell["scenario"], name)] = cell  # cells are sorted by count
     lines = []
-    for scenario, name in sorted(best, key=lambda k: (SCENARIOS.index(k[0]), server_rank(k[1]))):
+    for scenario, name in sorted(best, key=lambda k: (ALL_SCENARIOS.index(k[0]), server_rank(k[1]))):
         cell = best[(scenario, name)]
         parts = [
             quotient_text(key, cell["servers"]["ssehub"], cell["servers"][name], name)
@@ -838,20 +881,37 @@ def ratio_col(key: str) -> Column:
     return Column(title, lambda s: fmt_ratio(s.get("advantage_of_ssehub", {}).get(key)))
 
 
+def throughput_columns(rate_title: str) -> list[Column]:
+    """Columns of a back-to-back scenario."""
+    return [
+        col("events", fmt_num, "events"),
+        col("deliveries_per_s", fmt_num, rate_title),
+        ratio_col("deliveries_per_s"),
+        col("cpu_ns_per_delivery", fmt_num, "server CPU ns/delivery"),
+        ratio_col("cpu_ns_per_delivery"),
+        col("p99_ms", fmt_short, "p99 ms (queueing)"),
+        *loss_columns(),
+    ]
+
+
+def latency_columns() -> list[Column]:
+    """Columns of a paced scenario."""
+    return [
+        col("p50_ms", fmt_short, "p50 ms"),
+        col("p99_ms", fmt_short, "p99 ms"),
+        ratio_col("p99_ms"),
+        col("cpu_ns_per_delivery", fmt_num, "server CPU ns/delivery"),
+        ratio_col("cpu_ns_per_delivery"),
+        *loss_columns(),
+    ]
+
+
+def loss_columns() -> list[Column]:
+    return [col("missing", fmt_num, "missing"), col("duplicates", fmt_num, "dup")]
+
+
 TABLES = {
-    "burst": (
-        "Burst: events published back to back to one topic",
-        [
-            col("events", fmt_num, "events"),
-            col("deliveries_per_s", fmt_num, "deliveries/s"),
-            ratio_col("deliveries_per_s"),
-            col("cpu_ns_per_delivery", fmt_num, "server CPU ns/delivery"),
-            ratio_col("cpu_ns_per_delivery"),
-            col("p99_ms", fmt_short, "p99 ms (queueing)"),
-            col("missing", fmt_num, "missing"),
-            col("duplicates", fmt_num, "dup"),
-        ],
-    ),
+    "burst": ("Burst: events published back to back to one topic", throughput_columns("deliveries/s")),
     "idle": (
         "Idle: connections opened unpaced, then held",
         [
@@ -863,17 +923,17 @@ TABLES = {
             col("failed_connects", fmt_num, "failed connects"),
         ],
     ),
-    "steady": (
-        f"Steady: {STEADY_RATE} events/s to one topic",
-        [
-            col("p50_ms", fmt_short, "p50 ms"),
-            col("p99_ms", fmt_short, "p99 ms"),
-            ratio_col("p99_ms"),
-            col("cpu_ns_per_delivery", fmt_num, "server CPU ns/delivery"),
-            ratio_col("cpu_ns_per_delivery"),
-            col("missing", fmt_num, "missing"),
-            col("duplicates", fmt_num, "dup"),
-        ],
+    "steady": (f"Steady: {STEADY_RATE} events/s to one topic", latency_columns()),
+    "per-user": (
+        "Per-user: each subscriber on its own topic, events spread over the topics back to back "
+        f"({PER_USER_PUB_CONNS} publish connections)",
+        # One subscriber per event: a delivery is a delivered publish.
+        throughput_columns("publishes delivered/s"),
+    ),
+    "per-user-paced": (
+        f"Per-user, paced: {PER_USER_RATE:,} events/s spread over the subscribers' own topics "
+        f"({PER_USER_PUB_CONNS} publish connections)",
+        [col("publishes_per_s", fmt_num, "publishes/s"), *latency_columns()],
     ),
 }
 
@@ -919,8 +979,8 @@ def render_markdown(summary: dict, h: str, chart: str) -> str:
     """The summary as markdown; `h` is the heading prefix of its sections."""
     meta = summary["meta"]
     lines = [*describe_run(meta), "", f"{h} Headlines", "", *(f"- {x}" for x in summary["headlines"]), ""]
-    lines += [f"![Deliveries/s in burst and p99 latency in steady, against subscribers]({chart})", ""]
-    for scenario in SCENARIOS:
+    lines += [f"![{chart_alt(summary['cells'])}]({chart})", ""]
+    for scenario in ALL_SCENARIOS:
         lines += scenario_section(scenario, summary["cells"], h)
     names = {name for cell in summary["cells"] for name in cell["servers"]}
     notes = [
@@ -1017,22 +1077,72 @@ def svg_panel(box: tuple[float, float, float, float], title: tuple[str, str], se
     return out
 
 
+@dataclass(frozen=True)
+class Panel:
+    scenario: str
+    key: str
+    title: str
+    subtitle: str
+    alt: str  # its part of the chart's alt text
+
+
+# Burst and steady are drawn as a pair unless only per-user ones have data;
+# per-user ones when the run has them.
+CHART_PANELS = (
+    Panel(
+        "burst",
+        "deliveries_per_s",
+        "Burst: deliveries/s",
+        "events back to back; higher is better",
+        "Deliveries/s in burst",
+    ),
+    Panel(
+        "steady",
+        "p99_ms",
+        "Steady: p99 latency, ms",
+        f"{STEADY_RATE} events/s; lower is better",
+        "p99 latency in steady",
+    ),
+    Panel(
+        "per-user",
+        "deliveries_per_s",
+        "Per-user: publishes delivered/s",
+        "own topic each, back to back; higher is better",
+        "publishes delivered/s in per-user",
+    ),
+    Panel(
+        "per-user-paced",
+        "p99_ms",
+        "Per-user, paced: p99 latency, ms",
+        f"{PER_USER_RATE:,} events/s over the topics; lower is better",
+        "p99 latency in per-user-paced",
+    ),
+)
+
+
+def chart_panels(cells: list[dict]) -> list[tuple[Panel, dict]]:
+    """Each panel to draw, with its series."""
+    panels = [(panel, chart_series(cells, panel.scenario, panel.key)) for panel in CHART_PANELS]
+    pair, extra = panels[:2], [(panel, series) for panel, series in panels[2:] if series]
+    return (pair if any(series for _, series in pair) or not extra else []) + extra
+
+
+def chart_alt(cells: list[dict]) -> str:
+    """The chart's alt text in markdown."""
+    parts = [panel.alt for panel, _ in chart_panels(cells)]
+    text = ", ".join(parts[:-1]) + " and " + parts[-1] + ", against subscribers"
+    return text[0].upper() + text[1:]
+
+
 def svg_chart(summary: dict) -> str:
     cells, meta = summary["cells"], summary["meta"]
-    panels = [
-        (
-            ("Burst: deliveries/s", "events back to back; higher is better"),
-            chart_series(cells, "burst", "deliveries_per_s"),
-        ),
-        (
-            ("Steady: p99 latency, ms", f"{STEADY_RATE} events/s; lower is better"),
-            chart_series(cells, "steady", "p99_ms"),
-        ),
-    ]
-    width, height, top, plot_w, plot_h = 1000, 520, 110, 390, 300
+    panels = chart_panels(cells)
+    top, plot_w, plot_h, row_h = 110, 390, 300, 420
+    width, height = 1000, 520 + row_h * ((len(panels) - 1) // 2)
     body = []
-    for i, (title, series) in enumerate(panels):
-        body += svg_panel((80 + i * 500, top, plot_w, plot_h), title, series)
+    for i, (panel, series) in enumerate(panels):
+        box = (80 + i % 2 * 500, top + i // 2 * row_h, plot_w, plot_h)
+        body += svg_panel(box, (panel.title, panel.subtitle), series)
     names = server_order({n for _, series in panels for n in series})
     x = 80.0
     for name in names:
@@ -1043,7 +1153,7 @@ def svg_chart(summary: dict) -> str:
         x += 34 + 7.5 * len(name) + 30
     m = meta.get("machine") or {}
     undrawn = server_order(
-        {n for c in cells if c["scenario"] in ("burst", "steady") for n in c["servers"]} - set(names)
+        {n for c in cells if c["scenario"] in {p.scenario for p, _ in panels} for n in c["servers"]} - set(names)
     )
     footer = [
         f"Median of {meta.get('reps')} run(s) per point · {fmt_date(meta.get('date'))} · {m.get('cpu_model')}, "
@@ -1147,12 +1257,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="benches/compare.py",
         description="Run ssehub-bench scenarios against ssehub, its peers and the floor in one interleaved run; "
         "write raw JSON, medians, ratios, markdown tables and an SVG chart.",
-        epilog="Defaults take about 25 minutes on a 2-core machine; --quick about 3. "
+        epilog="Defaults take about 25 minutes on a 2-core machine; --quick about 3; "
+        "--scenarios per-user,per-user-paced --subscribers 5000 with 4 servers about 5. "
         "See the module docstring (and benches/peers/README.md) for what runs where.",
     )
     p.add_argument("--servers", type=csv_of(SERVERS), default=list(SERVERS), help="default: " + ",".join(SERVERS))
     p.add_argument(
-        "--scenarios", type=csv_of(SCENARIOS), default=list(SCENARIOS), help="default: " + ",".join(SCENARIOS)
+        "--scenarios",
+        type=csv_of(ALL_SCENARIOS),
+        default=list(SCENARIOS),
+        help=f"some of {','.join(ALL_SCENARIOS)} (default: {','.join(SCENARIOS)})",
     )
     p.add_argument("--subscribers", type=counts, help="subscriber counts (default: 1000,5000,10000; quick: 100,1000)")
     p.add_argument("--reps", type=int, help="repetitions per server and size (default: 3; quick: 1)")
@@ -1189,13 +1303,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def sizes_for(args: argparse.Namespace) -> Sizes:
     base = QUICK if args.quick else FULL
-    return Sizes(
-        counts=args.subscribers or base.counts,
-        reps=args.reps or base.reps,
-        burst_share=base.burst_share,
-        idle_hold_s=base.idle_hold_s,
-        steady_s=base.steady_s,
-    )
+    return replace(base, counts=args.subscribers or base.counts, reps=args.reps or base.reps)
 
 
 def prepare_out(out: Path) -> None:
@@ -1242,7 +1350,9 @@ def main(argv: list[str]) -> int:
     else:
         out = args.out or RESULTS / datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M%S")
         meta, interrupted = measure(args, out)
-    summary = publish(out, meta, update_latest=not meta["quick"] and not interrupted, update_doc=args.update_doc)
+    # latest/ is what PERFORMANCE.md shows: only a complete run of the default scenarios replaces it.
+    complete = not meta["quick"] and not interrupted and set(SCENARIOS) <= set(meta.get("scenarios") or SCENARIOS)
+    summary = publish(out, meta, update_latest=complete, update_doc=args.update_doc)
     print("\n".join(summary["headlines"]) or "no ratios (did ssehub run?)")
     log(
         f"wrote {display_path(out)}/summary.md, summary.json, chart.svg"
