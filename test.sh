@@ -17,6 +17,9 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# --- Python package and Django example (clients/python/test.sh): the browser test's Chromium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# --- end Python
 if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -q >/dev/null
@@ -28,3 +31,8 @@ echo "python3 $(python3 -c 'import platform; print(platform.python_version())'),
 curl --version | head -n 1
 
 cargo test --workspace "$@"
+
+# --- Python package and Django example: pytest against the binary and
+# redis-server, the wheels, the example's browser test (clients/python/test.sh).
+clients/python/test.sh
+# --- end Python
