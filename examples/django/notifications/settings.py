@@ -69,4 +69,5 @@ SSEHUB = {
     "TOKEN_TTL": 3600,
     "PUBLIC_TOPICS": ["news"],
     "CORS_ORIGINS": os.environ.get("HUB_CORS_ORIGIN", "http://127.0.0.1:8000,http://localhost:8000").split(","),
+    "ARGS": os.environ.get("HUB_ARGS", "").split(),  # more flags for manage.py ssehub
 }

@@ -67,7 +67,12 @@ def hub(live_server: Any, settings: Any) -> Iterator[str]:
     """``manage.py ssehub`` on a free port, allowing the live server's origin;
     the live server's settings then point at it."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("SSEHUB_")}
-    env |= {"HUB_LISTEN": "127.0.0.1:0", "HUB_CORS_ORIGIN": live_server.url, "DJANGO_SETTINGS_MODULE": "notifications.settings"}
+    env |= {
+        "HUB_LISTEN": "127.0.0.1:0",
+        "HUB_CORS_ORIGIN": live_server.url,
+        "HUB_ARGS": "--jwt-leeway 0",  # a stream ends right at its token's exp
+        "DJANGO_SETTINGS_MODULE": "notifications.settings",
+    }
     process = subprocess.Popen(
         [sys.executable, "manage.py", "ssehub"], cwd=HERE, env=env,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None,
@@ -142,7 +147,7 @@ def send(staff: Page, base: str, text: str, recipient: str = "", roll_back: bool
 
 
 @pytest.mark.django_db(transaction=True)
-def test_live_notifications_in_chromium(live_server: Any, hub: str, browser: Browser) -> None:
+def test_live_notifications_in_chromium(live_server: Any, hub: str, browser: Browser, settings: Any) -> None:
     User = get_user_model()
     create_demo_users(User)  # the migration's users, flushed by earlier tests
     bob_id = User.objects.get(username="bob").pk
@@ -202,3 +207,18 @@ def test_live_notifications_in_chromium(live_server: Any, hub: str, browser: Bro
     expect(alice.locator("body")).to_have_attribute("data-sse", "open")
     send(staff, base, "after a reload", "alice")
     expect(alice.locator("#mine li")).to_have_text(["hello alice", "after the rollback", "after a reload"])
+
+    # A token running out: the hub ends the stream with ssehub-expired, the
+    # page fetches a new token and resumes from its last id.
+    settings.SSEHUB = {**settings.SSEHUB, "TOKEN_TTL": 2}
+    alice.reload()
+    expect(alice.locator("body")).to_have_attribute("data-sse", "open")
+    deadline = time.monotonic() + TIMEOUT
+    while metric(hub, "ssehub_streams_expired_total") < 1:
+        assert time.monotonic() < deadline, "the short token's stream did not end"
+        time.sleep(0.05)
+    settings.SSEHUB = {**settings.SSEHUB, "TOKEN_TTL": 3600}
+    send(staff, base, "after the token expired", "alice")
+    expect(alice.locator("#mine li")).to_have_text(
+        ["hello alice", "after the rollback", "after a reload", "after the token expired"]
+    )
