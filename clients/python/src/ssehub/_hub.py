@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -144,7 +144,9 @@ class _Core:
         raise error
 
     def unreachable(self, error: httpx.TransportError) -> HubUnreachable:
-        never_sent = isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+        never_sent = isinstance(
+            error, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+        )
         what = "could not connect to" if never_sent else "no answer from"
         return HubUnreachable(f"{what} the hub at {self.url}: {error!r}", maybe_applied=not never_sent)
 
@@ -184,18 +186,12 @@ def _retry_after(value: str | None) -> float | None:
     return min(float(value.strip()), MAX_RETRY_WAIT)
 
 
-class Hub:
-    """A publisher for one ssehub (synchronous; see :class:`AsyncHub`).
+ClientT = TypeVar("ClientT", httpx.Client, httpx.AsyncClient)
 
-    ``url`` is where this process reaches the hub; ``public_url`` (default
-    ``url``) is where browsers do, used by :meth:`events_url`. Credentials:
-    ``publish_token`` (the hub's ``--publish-token``), or a JWT key
-    (``jwt_secret`` for ``--jwt-secret``, ``jwt_private_key`` for
-    ``--jwt-public-key``) from which publish tokens are minted and
-    :meth:`subscribe_token` mints subscriber tokens; with neither, the hub
-    accepts publishes from loopback only. ``json_dumps`` encodes non-string
-    ``data``. Pass ``client`` to share an ``httpx.Client`` (it is not closed).
-    """
+
+class _HubBase(Generic[ClientT]):
+    """What :class:`Hub` and :class:`AsyncHub` share: the arguments, and the
+    methods that do no I/O."""
 
     def __init__(
         self,
@@ -211,7 +207,7 @@ class Hub:
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         json_dumps: JsonDumps = dumps_compact,
-        client: httpx.Client | None = None,
+        client: ClientT | None = None,
     ) -> None:
         self._core = _Core(
             url,
@@ -226,36 +222,20 @@ class Hub:
             json_dumps=json_dumps,
         )
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._client: ClientT = client if client is not None else self._new_client(timeout)
+
+    def _new_client(self, timeout: float) -> ClientT:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
+        """Where this process reaches the hub."""
         return self._core.url
 
     @property
     def public_url(self) -> str:
+        """Where browsers reach the hub (:meth:`events_url` uses it)."""
         return self._core.public_url
-
-    def publish(self, topic: Topics, data: object, *, event: str | None = None, retry: int | None = None) -> str:
-        """Publishes one event to one topic or several; returns its id.
-
-        ``data`` is sent as it is if it is a string, else as its JSON text.
-        Raises :class:`PublishError` if the hub refuses it, :class:`HubUnreachable`
-        if there was no answer.
-        """
-        return (self._send(self._core.publish_request(topic, data, event, retry)))[0]
-
-    def publish_many(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
-        """Publishes a batch, all or nothing: each item a dict with the keys
-        of the hub's JSON publish object (``topic``, ``data``, ``event``,
-        ``retry``). Returns the ids, in order."""
-        return (self._send(self._core.batch_request(events)))
-
-    def disconnect(self, subject: str) -> int:
-        """Ends every open stream whose token has ``sub == subject``
-        (``ssehub-expired`` with reason ``revoked``); returns how many.
-        Needs credentials that cover every topic."""
-        return int((self._send(self._core.disconnect_request(subject)))[0])
 
     def subscribe_token(
         self,
@@ -278,6 +258,46 @@ class Hub:
     def events_url(self, topics: Topics, *, token: str | None = None, last_event_id: str | None = None) -> str:
         """The ``/events`` URL for these topics on one connection, encoded as the hub decodes it."""
         return self._core.events_url(topics, token, last_event_id)
+
+
+class Hub(_HubBase[httpx.Client]):
+    """A publisher for one ssehub (synchronous; see :class:`AsyncHub`).
+
+    ``url`` is where this process reaches the hub; ``public_url`` (default
+    ``url``) is where browsers do, used by :meth:`events_url`. Credentials:
+    ``publish_token`` (the hub's ``--publish-token``), or a JWT key
+    (``jwt_secret`` for ``--jwt-secret``, ``jwt_private_key`` for
+    ``--jwt-public-key``; ``jwt_algorithm``, ``jwt_audience``, ``jwt_issuer``)
+    from which publish tokens are minted and :meth:`subscribe_token` mints
+    subscriber tokens; with neither, the hub accepts publishes from loopback
+    only. ``timeout`` is per request (seconds), ``retries`` the retries after
+    a 503, ``json_dumps`` encodes non-string ``data``. Pass ``client`` to
+    share an ``httpx.Client`` (it is then not closed).
+    """
+
+    def _new_client(self, timeout: float) -> httpx.Client:
+        return httpx.Client(timeout=timeout)
+
+    def publish(self, topic: Topics, data: object, *, event: str | None = None, retry: int | None = None) -> str:
+        """Publishes one event to one topic or several; returns its id.
+
+        ``data`` is sent as it is if it is a string, else as its JSON text.
+        Raises :class:`PublishError` if the hub refuses it, :class:`HubUnreachable`
+        if there was no answer.
+        """
+        return self._send(self._core.publish_request(topic, data, event, retry))[0]
+
+    def publish_many(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Publishes a batch, all or nothing: each item a dict with the keys
+        of the hub's JSON publish object (``topic``, ``data``, ``event``,
+        ``retry``). Returns the ids, in order."""
+        return self._send(self._core.batch_request(events))
+
+    def disconnect(self, subject: str) -> int:
+        """Ends every open stream whose token has ``sub == subject``
+        (``ssehub-expired`` with reason ``revoked``); returns how many.
+        Needs credentials that cover every topic."""
+        return int(self._send(self._core.disconnect_request(subject))[0])
 
     def _send(self, request: _Request) -> list[str]:
         for attempt in range(self._core.retries + 1):
@@ -306,48 +326,12 @@ class Hub:
         self.close()
 
 
-class AsyncHub:
+class AsyncHub(_HubBase[httpx.AsyncClient]):
     """:class:`Hub` for ``asyncio``: the same arguments and methods, ``async``
     where they talk to the hub. Pass ``client`` to share an ``httpx.AsyncClient``."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        public_url: str | None = None,
-        publish_token: str | None = None,
-        jwt_secret: Key | None = None,
-        jwt_private_key: Key | None = None,
-        jwt_algorithm: str | None = None,
-        jwt_audience: str | None = None,
-        jwt_issuer: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
-        json_dumps: JsonDumps = dumps_compact,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self._core = _Core(
-            url,
-            public_url=public_url,
-            publish_token=publish_token,
-            jwt_secret=jwt_secret,
-            jwt_private_key=jwt_private_key,
-            jwt_algorithm=jwt_algorithm,
-            jwt_audience=jwt_audience,
-            jwt_issuer=jwt_issuer,
-            retries=retries,
-            json_dumps=json_dumps,
-        )
-        self._owns_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
-
-    @property
-    def url(self) -> str:
-        return self._core.url
-
-    @property
-    def public_url(self) -> str:
-        return self._core.public_url
+    def _new_client(self, timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=timeout)
 
     async def publish(
         self, topic: Topics, data: object, *, event: str | None = None, retry: int | None = None
@@ -357,32 +341,11 @@ class AsyncHub:
 
     async def publish_many(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
         """See :meth:`Hub.publish_many`."""
-        return (await self._send(self._core.batch_request(events)))
+        return await self._send(self._core.batch_request(events))
 
     async def disconnect(self, subject: str) -> int:
         """See :meth:`Hub.disconnect`."""
         return int((await self._send(self._core.disconnect_request(subject)))[0])
-
-    def subscribe_token(
-        self,
-        topics_or_patterns: Topics,
-        *,
-        subject: str | None = None,
-        expires_in: int = 3600,
-        publish: Topics = (),
-    ) -> str:
-        """See :meth:`Hub.subscribe_token` (no I/O, so not ``async``)."""
-        return self._core.mint(topics_or_patterns, publish, subject, expires_in)[0]
-
-    def mint_token(
-        self, *, subscribe: Topics = (), publish: Topics = (), subject: str | None = None, expires_in: int = 3600
-    ) -> tuple[str, int]:
-        """See :meth:`Hub.mint_token`."""
-        return self._core.mint(subscribe, publish, subject, expires_in)
-
-    def events_url(self, topics: Topics, *, token: str | None = None, last_event_id: str | None = None) -> str:
-        """See :meth:`Hub.events_url`."""
-        return self._core.events_url(topics, token, last_event_id)
 
     async def _send(self, request: _Request) -> list[str]:
         for attempt in range(self._core.retries + 1):
@@ -409,4 +372,3 @@ class AsyncHub:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-

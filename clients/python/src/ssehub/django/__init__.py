@@ -12,23 +12,25 @@ sent at once and its id returned.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import transaction
 
 from .._errors import HubError
-from .._hub import Topics
+from .._hub import Hub, Topics, _Request
 from .conf import get_async_hub, get_hub, hub_settings
 from .grants import Grant, allow_anonymous, grant
 
 logger = logging.getLogger("ssehub")
 
 
-def _after_commit(send: Callable[[], object], what: str, using: str | None) -> None:
+def _after_commit(hub: Hub, request: _Request, what: str, using: str | None) -> None:
+    """Sends ``request`` (checked and encoded already) once the transaction commits."""
+
     def run() -> None:
         try:
-            send()
+            hub._send(request)
         except HubError:
             logger.exception("ssehub: %s after commit failed", what)
 
@@ -53,7 +55,7 @@ def publish(
     hub = get_hub()
     request = hub._core.publish_request(topic, data, event, retry)
     if _deferred(on_commit, using):
-        _after_commit(lambda: hub._send(request), f"publish to {topic!r}", using)
+        _after_commit(hub, request, f"publish to {topic!r}", using)
         return None
     return hub._send(request)[0]
 
@@ -65,7 +67,7 @@ def publish_many(
     hub = get_hub()
     request = hub._core.batch_request(events)
     if _deferred(on_commit, using):
-        _after_commit(lambda: hub._send(request), "a batch publish", using)
+        _after_commit(hub, request, "a batch publish", using)
         return None
     return hub._send(request)
 
@@ -82,10 +84,7 @@ async def apublish(
     """:func:`publish` for async views, through :class:`ssehub.AsyncHub`. In
     an atomic block (code run by ``sync_to_async``) it waits for the commit too."""
     if _deferred(on_commit, using):
-        hub = get_hub()
-        request = hub._core.publish_request(topic, data, event, retry)
-        _after_commit(lambda: hub._send(request), f"publish to {topic!r}", using)
-        return None
+        return publish(topic, data, event=event, retry=retry, on_commit=True, using=using)
     return await get_async_hub().publish(topic, data, event=event, retry=retry)
 
 
