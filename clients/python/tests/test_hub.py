@@ -121,7 +121,8 @@ def hold_connections(hub: HubProcess, count: int) -> list[socket.socket]:
     """Subscribers that never read: they hold ``count`` of ``--max-connections``."""
     held = []
     for _ in range(count):
-        sock = socket.create_connection(tuple(hub.addr.rsplit(":", 1)))  # type: ignore[arg-type]
+        host, port = hub.addr.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)))
         sock.sendall(b"GET /events?topic=hold HTTP/1.1\r\nHost: t\r\n\r\n")
         assert sock.recv(12) == b"HTTP/1.1 200"
         held.append(sock)
