@@ -32,3 +32,8 @@ echo "python3 $(python3 -c 'import platform; print(platform.python_version())'),
 curl --version | head -n 1
 
 cargo test --workspace "$@"
+
+# --- Python package and Django example: pytest against the binary and
+# redis-server, the wheels, the example's browser test (clients/python/test.sh).
+clients/python/test.sh
+# --- end Python
