@@ -12,7 +12,7 @@ use ssehub_core::backplane::Metric;
 use ssehub_core::subscriber::Tally;
 
 /// Statuses counted as rejections, in label order.
-pub const REJECT_STATUSES: [u16; 13] = [400, 401, 403, 404, 405, 408, 413, 414, 415, 431, 501, 503, 0];
+pub const REJECT_STATUSES: [u16; 15] = [400, 401, 403, 404, 405, 408, 409, 413, 414, 415, 431, 501, 503, 504, 0];
 
 /// Token refusal reasons, in label order.
 pub const AUTH_FAILURE_REASONS: [&str; 4] = ["missing", "invalid", "expired", "forbidden"];
@@ -53,6 +53,8 @@ pub struct WorkerStats {
     pub auth_failures: [AtomicU64; AUTH_FAILURE_REASONS.len()],
     /// Open streams ended because their token expired.
     pub streams_expired: AtomicU64,
+    /// Publishes that found the event queues full and waited for room.
+    pub publish_waits: AtomicU64,
 }
 
 impl WorkerStats {
@@ -125,7 +127,7 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
         &[("", sum(|w| &w.write_calls))],
     );
     metric("replays_total", "counter", "Subscriptions that resumed from Last-Event-ID.", &[("", sum(|w| &w.replays))]);
-    metric("gaps_total", "counter", "ssehub-gap events sent to resuming subscribers.", &[("", sum(|w| &w.gaps))]);
+    metric("gaps_total", "counter", "ssehub-gap events sent, whatever their reason.", &[("", sum(|w| &w.gaps))]);
     metric("heartbeats_total", "counter", "Heartbeat comments written.", &[("", sum(|w| &w.heartbeats))]);
     metric(
         "slow_consumers_dropped_total",
@@ -164,6 +166,12 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
         "counter",
         "Open streams ended with ssehub-expired because their token expired.",
         &[("", sum(|w| &w.streams_expired))],
+    );
+    metric(
+        "publish_waits_total",
+        "counter",
+        "Publishes that found the event queues full and waited (unread) for room instead of a 503.",
+        &[("", sum(|w| &w.publish_waits))],
     );
     for sample in &globals.backplane {
         metric(sample.name, sample.kind, sample.help, &[("", sample.value)]);
