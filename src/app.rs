@@ -9,10 +9,13 @@
 //! parsed and authorized here, so nothing is subscribed for a request that
 //! will be refused), and [`respond`] once it is complete.
 
-use ssehub_core::EventId;
 use std::sync::Arc;
 
-use ssehub_core::backplane::{Origin, PublishFailure, Reply, Revocation, Revoking, Submitted};
+use sha2::{Digest, Sha256};
+
+use ssehub_core::backplane::{
+    IdempotencyKey, Origin, PublishFailure, Published, Reply, Revocation, Revoking, Submitted,
+};
 use ssehub_protocol::http::response::CONTINUE;
 use ssehub_protocol::http::{BodyKind, Method, Request};
 use ssehub_protocol::publish::{self, PublishError};
@@ -112,6 +115,9 @@ pub enum Answer {
     Stream(StreamStart),
     /// The backplane answers later; nothing else happens on the connection until then.
     Pending(Awaiting),
+    /// The event queues are full: nothing was published; call [`respond`]
+    /// again with the same request (and this admission) once they have room.
+    Busy(Box<Admitted>),
 }
 
 /// A subscribe that passed every check.
@@ -137,7 +143,7 @@ pub fn cors(shared: &Shared, request: &Request<'_>) -> Option<String> {
 /// Decides on a head before its body is read; writes `100 Continue` into `out` when due.
 pub fn admit(shared: &Shared, request: &Request<'_>, peer: &Peer, out: &mut Vec<u8>) -> Result<Admission, HttpError> {
     let head = request.head;
-    for field in ["last-event-id", "authorization", "origin", "content-type", "cookie"] {
+    for field in ["last-event-id", "authorization", "origin", "content-type", "cookie", "idempotency-key"] {
         if request.unique_header(field).is_err() {
             return Err(HttpError::BadRequest(duplicate_message(field)));
         }
@@ -201,6 +207,7 @@ fn duplicate_message(field: &str) -> &'static str {
         "authorization" => "duplicate Authorization",
         "origin" => "duplicate Origin",
         "cookie" => "duplicate Cookie",
+        "idempotency-key" => "duplicate Idempotency-Key",
         _ => "duplicate Content-Type",
     }
 }
@@ -235,7 +242,10 @@ pub fn respond(
             let Some(Admitted::Publish(grant)) = admitted.map(|a| *a) else {
                 return Answer::Fail(HttpError::BadRequest("not admitted"));
             };
-            publish(shared, request, peer, &grant, out)
+            match publish(shared, request, peer, &grant, out) {
+                Some(answer) => answer,
+                None => Answer::Busy(Box::new(Admitted::Publish(grant))),
+            }
         }
         (Route::Disconnect, Method::Post) => {
             let Some(Admitted::Publish(grant)) = admitted.map(|a| *a) else {
@@ -318,28 +328,70 @@ fn preflight(out: &mut Vec<u8>, cors: Option<&str>, keep_alive: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn publish(shared: &Shared, request: &Request<'_>, peer: &Peer, grant: &PublishGrant, out: &mut Vec<u8>) -> Answer {
-    let publications = match publish::decode(request.header("content-type"), request.body()) {
+/// A publish; `None` when the event queues are full (nothing was published:
+/// the caller tries again with the same request).
+fn publish(
+    shared: &Shared,
+    request: &Request<'_>,
+    peer: &Peer,
+    grant: &PublishGrant,
+    out: &mut Vec<u8>,
+) -> Option<Answer> {
+    let content_type = request.header("content-type");
+    let publications = match publish::decode(content_type, request.body()) {
         Ok(publications) => publications,
-        Err(PublishError::MediaType) => return Answer::Fail(HttpError::UnsupportedMediaType),
-        Err(PublishError::Invalid(why)) => return Answer::Fail(HttpError::BadRequest(why)),
+        Err(PublishError::MediaType) => return Some(Answer::Fail(HttpError::UnsupportedMediaType)),
+        Err(PublishError::Invalid(why)) => return Some(Answer::Fail(HttpError::BadRequest(why))),
     };
     // Every topic of every event, or nothing is published.
     if let Err(denied) = grant.allows(publications.iter().flat_map(|p| p.topics.iter().map(String::as_str))) {
         count(shared, peer, denied);
-        return Answer::Fail(HttpError::Denied(denied));
+        return Some(Answer::Fail(HttpError::Denied(denied)));
     }
-    match shared.backplane.publish(peer.origin, publications) {
-        Submitted::Published(ids) => {
+    let key = match idempotency_key(request.header("idempotency-key"), content_type, request.body()) {
+        Ok(key) => key.filter(|_| !shared.settings.publish.idempotency_window.is_zero()),
+        Err(error) => return Some(Answer::Fail(error)),
+    };
+    Some(match shared.backplane.publish(peer.origin, publications, key) {
+        Submitted::Published(published) => {
             let cors = cors(shared, request);
-            write_published(out, &ids, request.head.keep_alive, cors.as_deref());
+            write_published(out, &published, request.head.keep_alive, cors.as_deref());
             Answer::Done
         }
         Submitted::Pending => {
             Answer::Pending(Awaiting { keep_alive: request.head.keep_alive, cors: cors(shared, request) })
         }
+        Submitted::Failed(PublishFailure::Full) => return None,
         Submitted::Failed(failure) => Answer::Fail(publish_failure(failure)),
+    })
+}
+
+/// Longest `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// The `Idempotency-Key` of a publish, with the fingerprint of what it
+/// publishes (SHA-256 of the media type and the body, first 16 bytes): a
+/// retry sends the same bytes, a reuse for something else does not.
+pub fn idempotency_key(
+    value: Option<&[u8]>,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Result<Option<IdempotencyKey>, HttpError> {
+    let Some(value) = value else { return Ok(None) };
+    let visible = |b: &u8| (0x21..=0x7e).contains(b);
+    if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY || !value.iter().all(visible) {
+        return Err(HttpError::BadRequest("Idempotency-Key must be 1-128 visible ASCII characters"));
     }
+    let key = String::from_utf8_lossy(value).into();
+    let media = content_type.map_or(&b""[..], |v| v.split(|&b| b == b';').next().unwrap_or_default().trim_ascii());
+    let mut hash = Sha256::new();
+    hash.update(media.to_ascii_lowercase());
+    hash.update([0]);
+    hash.update(body);
+    let digest = hash.finalize();
+    let mut fingerprint = [0u8; 16];
+    fingerprint.copy_from_slice(&digest[..16]);
+    Ok(Some(IdempotencyKey { key, fingerprint }))
 }
 
 /// `POST /disconnect` with `sub=S` (form or JSON): every worker ends the
@@ -413,17 +465,24 @@ pub fn write_revoked(out: &mut Vec<u8>, closed: usize, keep_alive: bool, cors: O
 pub fn publish_failure(failure: PublishFailure) -> HttpError {
     match failure {
         PublishFailure::Unavailable(why) => HttpError::Unavailable(why),
+        PublishFailure::Full => HttpError::Unavailable("event queues are full; retry"),
+        PublishFailure::Unknown(why) => HttpError::Unknown(why),
+        PublishFailure::Conflict => HttpError::Conflict,
     }
 }
 
-/// The publish answer: `200`, one id per line.
-pub fn write_published(out: &mut Vec<u8>, ids: &[EventId], keep_alive: bool, cors: Option<&str>) {
-    let mut body = String::with_capacity(ids.len() * 24);
-    for id in ids {
+/// The publish answer: `200`, one id per line; `Idempotent-Replayed: true`
+/// when an earlier publish under the same key gave them.
+pub fn write_published(out: &mut Vec<u8>, published: &Published, keep_alive: bool, cors: Option<&str>) {
+    let mut body = String::with_capacity(published.ids.len() * 24);
+    for id in &published.ids {
         body.push_str(&id.to_string());
         body.push('\n');
     }
     write_head(out, 200, "text/plain; charset=utf-8", body.len(), keep_alive, cors);
+    if published.replayed {
+        out.extend_from_slice(b"Idempotent-Replayed: true\r\n");
+    }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
 }
@@ -431,6 +490,25 @@ pub fn write_published(out: &mut Vec<u8>, ids: &[EventId], keep_alive: bool, cor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii_and_fingerprint_media_type_and_body() {
+        let key = |value: &[u8], media: &[u8], body: &[u8]| idempotency_key(Some(value), Some(media), body);
+        let form = b"application/x-www-form-urlencoded";
+        let a = key(b"k-1", form, b"topic=t&data=x").unwrap().unwrap();
+        assert_eq!(&*a.key, "k-1");
+        let same = key(b"k-1", b"Application/X-WWW-Form-Urlencoded; charset=utf-8", b"topic=t&data=x").unwrap();
+        assert_eq!(same.map(|k| k.fingerprint), Some(a.fingerprint), "parameters and case are not the body");
+        let other = key(b"k-1", form, b"topic=t&data=y").unwrap().unwrap();
+        assert_ne!(other.fingerprint, a.fingerprint);
+        let json = key(b"k-1", b"application/json", b"topic=t&data=x").unwrap().unwrap();
+        assert_ne!(json.fingerprint, a.fingerprint);
+        assert_eq!(idempotency_key(None, Some(form), b"x"), Ok(None));
+        for bad in [&b""[..], b"a b", b"\x7f", b"\xc3\xa9", &[b'k'; 129]] {
+            assert!(key(bad, form, b"x").is_err(), "{bad:?}");
+        }
+        assert!(key(&[b'~'; 128], form, b"x").is_ok());
+    }
 
     #[test]
     fn routes_are_exact_paths() {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 use ssehub_protocol::http::Limits;
 
-use crate::settings::{AuthSettings, ClusterSettings, Cors, ReactorSettings, Settings, StreamSettings};
+use crate::settings::{
+    AuthSettings, ClusterSettings, Cors, PublishSettings, ReactorSettings, Settings, StreamSettings,
+};
 
 /// A Server-Sent Events fan-out hub: publish once, every subscriber receives it.
 #[derive(Parser, Debug, Clone)]
@@ -97,6 +99,16 @@ pub struct Config {
     #[arg(long = "cors-origin", env = "SSEHUB_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Seconds a publish's `Idempotency-Key` is remembered: a retry with the
+    /// same key within it publishes nothing and gets the first ids (0 ignores keys).
+    #[arg(long, env = "SSEHUB_IDEMPOTENCY_WINDOW", default_value = "600", value_parser = parse_seconds)]
+    pub idempotency_window: Duration,
+
+    /// Bytes the remembered idempotency keys may take (standalone; in cluster
+    /// mode they live in Redis); past it the oldest are forgotten early.
+    #[arg(long, env = "SSEHUB_IDEMPOTENCY_MAX_BYTES", default_value_t = 16 << 20)]
+    pub idempotency_max_bytes: usize,
+
     /// Seconds to flush streams and finish requests after SIGTERM/SIGINT.
     #[arg(long, env = "SSEHUB_SHUTDOWN_GRACE", default_value = "5", value_parser = parse_seconds)]
     pub shutdown_grace: Duration,
@@ -164,6 +176,10 @@ impl Config {
                 history_ttl: self.history_ttl,
                 history_memory: self.history_memory,
             },
+            publish: PublishSettings {
+                idempotency_window: self.idempotency_window,
+                idempotency_max_bytes: self.idempotency_max_bytes,
+            },
             limits: Limits { max_body: self.max_body },
             auth: AuthSettings {
                 publish_token: self.publish_token.clone(),
@@ -181,6 +197,7 @@ impl Config {
                 stream: self.redis_stream.clone(),
                 maxlen: self.redis_maxlen,
                 history: self.history,
+                idempotency_window: self.idempotency_window,
             }),
             ui: self.ui == Switch::On,
         }

@@ -74,8 +74,12 @@ pub struct Exchange {
     pub failed: bool,
     /// The client shut its write side.
     pub peer_closed: bool,
-    /// Stopped reading until `out` drains (pipelining back-pressure).
-    pub read_paused: bool,
+    /// Shutting down: answer what was read, read on only to finish a request, then close.
+    pub closing: bool,
+    /// Shutting down, and a read found the socket empty.
+    pub drained: bool,
+    /// Clock ms when its publish first found the event queues full (it waits, unread, for room).
+    pub busy_since: Option<u64>,
     /// Clock ms: 408 (mid-request) or close (idle) after this.
     pub deadline: u64,
     /// A publish waiting for the backplane's answer.
@@ -102,7 +106,9 @@ impl Exchange {
             close_after: false,
             failed: false,
             peer_closed: false,
-            read_paused: false,
+            closing: false,
+            drained: false,
+            busy_since: None,
             deadline: 0,
             awaiting: None,
             admitted: None,

@@ -13,7 +13,7 @@ use ssehub_core::history::HistoryStats;
 use ssehub_core::subscriber::Tally;
 
 /// Statuses counted as rejections, in label order.
-pub const REJECT_STATUSES: [u16; 13] = [400, 401, 403, 404, 405, 408, 413, 414, 415, 431, 501, 503, 0];
+pub const REJECT_STATUSES: [u16; 15] = [400, 401, 403, 404, 405, 408, 409, 413, 414, 415, 431, 501, 503, 504, 0];
 
 /// Token refusal reasons, in label order.
 pub const AUTH_FAILURE_REASONS: [&str; 4] = ["missing", "invalid", "expired", "forbidden"];
@@ -54,6 +54,8 @@ pub struct WorkerStats {
     pub auth_failures: [AtomicU64; AUTH_FAILURE_REASONS.len()],
     /// Open streams ended because their token expired.
     pub streams_expired: AtomicU64,
+    /// Publishes that found the event queues full and waited for room.
+    pub publish_waits: AtomicU64,
 }
 
 impl WorkerStats {
@@ -137,7 +139,7 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
         &[("", sum(|w| &w.write_calls))],
     );
     metric("replays_total", "counter", "Subscriptions that resumed from Last-Event-ID.", &[("", sum(|w| &w.replays))]);
-    metric("gaps_total", "counter", "ssehub-gap events sent to resuming subscribers.", &[("", sum(|w| &w.gaps))]);
+    metric("gaps_total", "counter", "ssehub-gap events sent, whatever their reason.", &[("", sum(|w| &w.gaps))]);
     metric("heartbeats_total", "counter", "Heartbeat comments written.", &[("", sum(|w| &w.heartbeats))]);
     metric(
         "slow_consumers_dropped_total",
@@ -208,6 +210,12 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
         "gauge",
         "Topics with a subscriber (events to others touch no worker).",
         &[("", globals.topics_subscribed as u64)],
+    );
+    metric(
+        "publish_waits_total",
+        "counter",
+        "Publishes that found the event queues full and waited (unread) for room instead of a 503.",
+        &[("", sum(|w| &w.publish_waits))],
     );
     for sample in &globals.backplane {
         metric(sample.name, sample.kind, sample.help, &[("", sample.value)]);

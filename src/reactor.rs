@@ -50,7 +50,13 @@ const ACCEPT_BACKOFF_MS: u64 = 100;
 /// How long a connection past `--max-connections` may take to send its request.
 const OVER_LIMIT_TIMEOUT_MS: u64 = 1000;
 /// How long a connection closing after an error waits for the client to close.
-const LINGER: Duration = Duration::from_secs(2);
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Shutting down: how long before the end of the grace period a publish
+/// still waiting on the backplane is answered `504` (at most half the grace).
+const ANSWER_RESERVE_MS: u64 = 500;
+/// Connections a worker accepts from its queue when shutdown begins, so
+/// that what clients already sent is answered rather than reset.
+const SHUTDOWN_ACCEPTS: usize = 4096;
 /// Size of the read buffer every connection of a worker shares.
 const SCRATCH: usize = 64 * 1024;
 /// How often worker 0 drops expired history, in ms.
@@ -133,8 +139,12 @@ pub struct Worker<D: Driver> {
     pub(crate) scratch: Box<[u8]>,
     /// Connections whose read budget ran out.
     pub(crate) deferred: Vec<u32>,
+    /// Connections whose publish waits for room in the event queues.
+    pub(crate) busy: Vec<u32>,
     /// Shutting down: give up on flushing at this Clock ms.
     pub(crate) shutdown_at: Option<u64>,
+    /// Shutting down: at this Clock ms, answer publishes still in flight with `504`.
+    answer_at: Option<u64>,
     /// Writes to subscribers, added to the stats once per turn.
     pub(crate) tally: Tally,
     /// Jitter for retry-and-close.
@@ -185,7 +195,9 @@ impl<D: Driver> Worker<D> {
             accepting: Accepting::default(),
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             deferred: Vec::new(),
+            busy: Vec::new(),
             shutdown_at: None,
+            answer_at: None,
             tally: Tally::default(),
             subjects: HashMap::new(),
             rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(unix_ms()),
@@ -229,6 +241,7 @@ impl<D: Driver> Worker<D> {
             }
             self.handle_replies();
             self.drain_inbox();
+            self.retry_busy();
             self.fan_out();
             self.fire_deadlines();
             self.sweep_history();
@@ -236,6 +249,9 @@ impl<D: Driver> Worker<D> {
             stats.add(&mut self.tally);
             if self.shared.shutdown.load(Relaxed) && self.shutdown_at.is_none() {
                 self.begin_shutdown();
+            }
+            if self.answer_at.is_some_and(|at| self.timers.clock.now() >= at) {
+                self.answer_in_doubt();
             }
             if let Some(at) = self.shutdown_at
                 && (self.conns.is_empty() || self.timers.clock.now() >= at)
@@ -250,6 +266,10 @@ impl<D: Driver> Worker<D> {
         if !self.deferred.is_empty() || self.accepting.pending || self.fanout.busy() {
             return Some(Duration::ZERO);
         }
+        if !self.busy.is_empty() {
+            // Other workers are draining their queues: try again very soon.
+            return Some(Duration::from_millis(1));
+        }
         let timers = &self.timers;
         let next = [
             timers.requests.next(),
@@ -259,6 +279,7 @@ impl<D: Driver> Worker<D> {
             self.accepting.paused_until,
             self.shutdown_at,
             self.sweep_at,
+            self.answer_at,
         ]
         .into_iter()
         .flatten()
@@ -341,11 +362,8 @@ impl<D: Driver> Worker<D> {
         let Some(conn) = self.conns.get(key) else { return }; // closed earlier this turn
         match conn.state {
             State::Exchange(_) => {
-                if writable {
-                    self.flush_exchange(key);
-                }
-                if readable {
-                    self.read_exchange(key);
+                if writable || readable {
+                    self.pump(key);
                 }
             }
             State::Subscriber(_) => {
@@ -379,8 +397,9 @@ impl<D: Driver> Worker<D> {
             }
             let key = due.key as usize;
             let State::Exchange(exchange) = &self.conns[key].state else { continue };
-            if exchange.awaiting.is_some() {
-                // The backplane answers within its own timeout; the client is not at fault.
+            if exchange.awaiting.is_some() || exchange.busy_since.is_some() {
+                // The backplane answers within its own timeout, queue room
+                // comes within its own bound: the client is not at fault.
                 let period = self.timers.requests.period();
                 self.timers.requests.arm_at(now + period, due.key, due.stamp);
             } else if exchange.deadline > now {
@@ -458,21 +477,57 @@ impl<D: Driver> Worker<D> {
         self.shared.bus.detach(self.index, &lost);
     }
 
-    /// Stops accepting; closes idle connections now and the rest once they
-    /// have finished, or at `--shutdown-grace`.
+    /// Stops accepting; answers what clients already sent, closes idle
+    /// connections, ends streams, and lets the rest finish until
+    /// `--shutdown-grace`. Connections already queued on the listener are
+    /// accepted first: closing the listener would reset them, requests and all.
     fn begin_shutdown(&mut self) {
-        self.fan_out_all();
+        for _ in 0..SHUTDOWN_ACCEPTS {
+            match self.driver.accept() {
+                Ok((sock, addr)) => self.admit_connection(sock, addr.ip().is_loopback()),
+                Err(e) if interrupted(&e) => {}
+                Err(_) => break,
+            }
+        }
         self.driver.stop_accepting();
         self.accepting.pending = false;
+        let now = self.timers.clock.now();
         let grace = self.shared.settings.reactor.shutdown_grace.as_millis() as u64;
-        self.shutdown_at = Some(self.timers.clock.now() + grace);
+        self.shutdown_at = Some(now + grace);
+        self.answer_at = Some(now + grace - ANSWER_RESERVE_MS.min(grace / 2));
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for &key in &keys {
+            if let Some(Conn { state: State::Exchange(exchange), .. }) = self.conns.get_mut(key) {
+                exchange.closing = true;
+                self.pump(key); // what is in the socket is read and answered
+            }
+        }
+        // Events published just now reach this worker's streams before they end.
+        self.fan_out_all();
+        for key in keys {
+            match self.conns.get(key).map(|c| &c.state) {
+                Some(State::Subscriber(subscriber)) if subscriber.backlog.is_none() => self.end_stream(key, None),
+                _ => {} // a stream ends once its backlog drains; the rest finish on their own
+            }
+        }
+    }
+
+    /// Shutdown is about to give up: publishes still waiting on the
+    /// backplane get `504` (they may or may not be applied), publishes
+    /// waiting for queue room get `503` (nothing was published), before
+    /// their connections close.
+    fn answer_in_doubt(&mut self) {
+        self.answer_at = None;
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            match &mut self.conns[key].state {
-                State::Subscriber(subscriber) if subscriber.backlog.is_none() => self.end_stream(key, None),
-                State::Subscriber(_) => {} // ended once its backlog drains
-                State::Exchange(exchange) if exchange.reader.is_idle() && exchange.out.is_empty() => self.close(key),
-                State::Exchange(_) | State::Ending { .. } | State::Linger { .. } => {}
+            let Some(Conn { state: State::Exchange(exchange), .. }) = self.conns.get_mut(key) else { continue };
+            if let Some(awaiting) = exchange.awaiting.take() {
+                let error = HttpError::Unknown(
+                    "outcome unknown: shutting down before the backplane answered; retry with the same Idempotency-Key",
+                );
+                self.fail_with_cors(key, error, awaiting.cors);
+            } else if exchange.busy_since.take().is_some() {
+                self.fail(key, HttpError::Unavailable("shutting down; nothing was published"));
             }
         }
     }

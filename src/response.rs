@@ -26,8 +26,15 @@ pub enum HttpError {
     Timeout,
     /// 415: a publish body that is neither form-encoded nor JSON.
     UnsupportedMediaType,
-    /// 503: over `--max-connections`, the event queues are full, or the backplane is down.
+    /// 409: an `Idempotency-Key` already used by a publish with another body.
+    Conflict,
+    /// 503: over `--max-connections`, the event queues stayed full, or the
+    /// backplane is down. Nothing of the request was or will be published.
     Unavailable(&'static str),
+    /// 504: the publish may or may not be applied (a command timed out after
+    /// it was sent, or shutdown caught it in flight); retry with the same
+    /// `Idempotency-Key`.
+    Unknown(&'static str),
 }
 
 impl From<RequestError> for HttpError {
@@ -53,7 +60,9 @@ impl HttpError {
             HttpError::MethodNotAllowed(_) => 405,
             HttpError::Timeout => 408,
             HttpError::UnsupportedMediaType => 415,
+            HttpError::Conflict => 409,
             HttpError::Unavailable(_) => 503,
+            HttpError::Unknown(_) => 504,
         }
     }
 
@@ -61,7 +70,8 @@ impl HttpError {
     pub fn detail(self) -> &'static str {
         match self {
             HttpError::Request(error) => error.detail(),
-            HttpError::BadRequest(why) | HttpError::Unavailable(why) => why,
+            HttpError::BadRequest(why) | HttpError::Unavailable(why) | HttpError::Unknown(why) => why,
+            HttpError::Conflict => "this Idempotency-Key was already used by a publish with another body",
             HttpError::Denied(denied) => denied.detail(),
             HttpError::NotFound => "no such path",
             HttpError::MethodNotAllowed(_) => "method not allowed",
@@ -83,7 +93,7 @@ impl HttpError {
             HttpError::Denied(denied) if denied.status() == 401 => {
                 write_header(&mut out, "WWW-Authenticate", b"Bearer")
             }
-            HttpError::Unavailable(_) => write_header(&mut out, "Retry-After", b"1"),
+            HttpError::Unavailable(_) | HttpError::Unknown(_) => write_header(&mut out, "Retry-After", b"1"),
             _ => {}
         }
         out.extend_from_slice(b"\r\n");

@@ -44,6 +44,9 @@ pub struct Server {
     local_addr: SocketAddr,
     /// Started by [`Server::run`].
     threads: BackplaneThreads,
+    /// SIGTERM/SIGINT, caught from [`Server::bind`] on: once the address is
+    /// printed, a signal is a graceful shutdown, never the default kill.
+    signals: signal_hook::iterator::Signals,
 }
 
 /// Binds `addr` with `SO_REUSEPORT`, so every worker can own a listener on one port.
@@ -110,7 +113,7 @@ impl Server {
         };
         let bus = Arc::new(Bus::new(wakers, settings.streams.history_limits()));
         let (backplane, threads): (Box<dyn Backplane>, BackplaneThreads) = match &settings.cluster {
-            None => (Box::new(Local::new(Arc::clone(&bus))), BackplaneThreads::None),
+            None => (Box::new(Local::new(Arc::clone(&bus), &settings.publish)), BackplaneThreads::None),
             #[cfg(feature = "redis")]
             Some(cluster) => {
                 let (cluster, threads) = crate::backplane::redis::Cluster::new(cluster.clone())?;
@@ -119,6 +122,7 @@ impl Server {
             #[cfg(not(feature = "redis"))]
             Some(_) => return Err(io::Error::other("--redis: this build has no Redis support (feature `redis`)")),
         };
+        let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
         let shared = Arc::new(Shared {
             authorizer,
             backplane,
@@ -129,7 +133,7 @@ impl Server {
             started: std::time::Instant::now(),
             settings,
         });
-        Ok(Server { shared, drivers, local_addr, threads })
+        Ok(Server { shared, drivers, local_addr, threads, signals })
     }
 
     /// The address bound (the real port when asked for port 0).
@@ -158,8 +162,7 @@ impl Server {
                 Arc::clone(&self.shared.shutdown),
             )?,
         }
-        let mut signals =
-            signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+        let mut signals = self.signals;
         let signal_handle = signals.handle();
         let shared = Arc::clone(&self.shared);
         let signal_thread = thread::Builder::new().name("ssehub-signals".into()).spawn(move || {

@@ -21,6 +21,8 @@ pub struct Settings {
     pub reactor: ReactorSettings,
     /// Event streams.
     pub streams: StreamSettings,
+    /// Publishing: idempotency keys.
+    pub publish: PublishSettings,
     /// What the request reader enforces.
     pub limits: Limits,
     /// Who may publish.
@@ -70,6 +72,15 @@ impl StreamSettings {
             budget: self.history_memory,
         }
     }
+}
+
+/// Publishing.
+#[derive(Clone, Debug)]
+pub struct PublishSettings {
+    /// How long an `Idempotency-Key` is remembered (zero: keys are ignored).
+    pub idempotency_window: Duration,
+    /// Standalone: bytes the remembered keys may take (the oldest go first).
+    pub idempotency_max_bytes: usize,
 }
 
 /// Who may publish and subscribe.
@@ -145,6 +156,8 @@ pub struct ClusterSettings {
     pub maxlen: u64,
     /// Events per topic a replay from the stream returns at most (`--history`).
     pub history: usize,
+    /// How long Redis keeps an `Idempotency-Key` (zero: keys are ignored).
+    pub idempotency_window: Duration,
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use slab::Slab;
-use ssehub_core::backplane::{Catchup, Origin, ReplayRequest, Reply, Revocation};
+use ssehub_core::backplane::{Catchup, Origin, PublishFailure, Published, ReplayRequest, Reply, Revocation};
 use ssehub_core::bus::unix_ms;
 use ssehub_core::fanout::{Closing, Streams, Write as FrameWrite};
 use ssehub_core::history::Gap;
@@ -81,7 +81,13 @@ impl<D: Driver> Worker<D> {
     /// Moves every queued event into the fan-out's pending list.
     pub(crate) fn drain_inbox(&mut self) {
         let inbox = self.shared.bus.inbox(self.index);
+        let stats = &self.shared.stats[self.index];
         while let Some(event) = inbox.pop() {
+            if event.to_all() {
+                // A notice to every stream (today only the stream-reset gap):
+                // one gap sent per subscriber it reaches.
+                stats.gaps.fetch_add(stats.subscribers.load(Relaxed), Relaxed);
+            }
             self.fanout.accept(event);
         }
     }
@@ -110,8 +116,10 @@ impl<D: Driver> Worker<D> {
         while self.fan_out() {}
     }
 
-    /// Turns the connection into an event stream: subscribe, replay, then live events.
-    pub(crate) fn start_stream(&mut self, key: usize, start: StreamStart) {
+    /// Turns the connection into an event stream: subscribe, replay, then
+    /// live events. Returns true if the connection is still exchanging
+    /// requests (turned away past `--max-connections`: a retry-and-close answer is queued).
+    pub(crate) fn start_stream(&mut self, key: usize, start: StreamStart) -> bool {
         let StreamStart { subscribe, resume, cors, framing, grant } = start;
         let mut head = EVENT_STREAM_HEAD.as_bytes().to_vec();
         if framing == Framing::Chunked {
@@ -138,8 +146,10 @@ impl<D: Driver> Worker<D> {
                 exchange.out.extend_from_slice(&head);
                 exchange.close_after = true;
             }
-            return self.flush_exchange(key);
+            return true;
         }
+        // A client that already sent its FIN is closed once the stream is set up.
+        let peer_closed = matches!(&self.conns[key].state, State::Exchange(exchange) if exchange.peer_closed);
         framing.push(&mut head, &sse::retry_line(self.shared.settings.streams.retry_ms));
 
         // Listed here, then routed here from the point the bus names: every
@@ -186,7 +196,8 @@ impl<D: Driver> Worker<D> {
                     }
                     Err(_) => {
                         conn.state = State::Subscriber(subscriber);
-                        return self.close(key);
+                        self.close(key);
+                        return false;
                     }
                 }
                 conn.state = State::Subscriber(subscriber);
@@ -231,6 +242,16 @@ impl<D: Driver> Worker<D> {
             let left_ms = (grant.expires_at.saturating_mul(1000)).saturating_sub(unix_ms());
             self.timers.expiries.arm_at(now.saturating_add(left_ms), key as u32, stamp);
         }
+        if peer_closed {
+            self.close(key);
+        } else if self.shutdown_at.is_some() {
+            self.end_stream(key, None);
+        } else {
+            // Edge-triggered: a FIN that came with the request raises no new
+            // event. Read to WouldBlock now, so it is seen.
+            self.read_subscriber(key);
+        }
+        false
     }
 
     /// What a resuming client gets before live events: what history
@@ -259,20 +280,15 @@ impl<D: Driver> Worker<D> {
         }
     }
 
-    fn answer_publish(
-        &mut self,
-        key: usize,
-        stamp: u32,
-        outcome: Result<Vec<EventId>, ssehub_core::backplane::PublishFailure>,
-    ) {
+    fn answer_publish(&mut self, key: usize, stamp: u32, outcome: Result<Published, PublishFailure>) {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.stamp == stamp) else { return };
         let State::Exchange(exchange) = &mut conn.state else { return };
         let Some(awaiting) = exchange.awaiting.take() else { return };
         match outcome {
-            Ok(ids) => {
+            Ok(published) => {
                 let keep_alive = awaiting.keep_alive && !exchange.close_after;
-                app::write_published(&mut exchange.out, &ids, keep_alive, awaiting.cors.as_deref());
-                self.process(key); // answers what was pipelined behind it, then writes
+                app::write_published(&mut exchange.out, &published, keep_alive, awaiting.cors.as_deref());
+                self.pump(key); // answers what was pipelined behind it, then writes
             }
             Err(failure) => self.fail_with_cors(key, app::publish_failure(failure), awaiting.cors),
         }
@@ -300,7 +316,7 @@ impl<D: Driver> Worker<D> {
         let Some(awaiting) = exchange.awaiting.take() else { return };
         let keep_alive = awaiting.keep_alive && !exchange.close_after;
         app::write_revoked(&mut exchange.out, closed, keep_alive, awaiting.cors.as_deref());
-        self.process(key);
+        self.pump(key);
     }
 
     /// Puts a replay read from the log in front of the live events queued meanwhile.

@@ -2,34 +2,79 @@
 //! and handed to every worker before it is answered, so there is nothing to
 //! wait for; history lives only in memory, so a resume from before this
 //! process started is a gap.
+//!
+//! Idempotency keys live in this process too ([`KeyStore`], bounded in
+//! bytes). A keyed publish holds the store's lock across the lookup, the
+//! sequencing and the remembering, so two requests with one key on two
+//! workers cannot both publish. Unkeyed publishes never take that lock.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use ssehub_core::backplane::{Backplane, Catchup, Origin, PublishFailure, ReplayRequest, Submitted};
-use ssehub_core::bus::{Bus, Full};
+use ssehub_core::backplane::{
+    Backplane, Catchup, IdempotencyKey, Metric, Origin, PublishFailure, Published, ReplayRequest, Submitted,
+};
+use ssehub_core::bus::{Bus, Full, unix_ms};
 use ssehub_core::history::Gap;
+use ssehub_core::idempotency::{KeyStore, Lookup};
 use ssehub_core::{Event, EventId};
 use ssehub_protocol::publish::Publication;
+
+use crate::backplane::{counter, gauge, idempotent_replays};
+use crate::settings::PublishSettings;
 
 /// The in-process sequencer as a backplane.
 pub struct Local {
     /// Sequences and hands out events.
     bus: Arc<Bus>,
+    /// Remembered idempotency keys.
+    keys: Mutex<KeyStore>,
+    /// Keyed publishes answered from the store (nothing published).
+    replays: AtomicU64,
 }
 
 impl Local {
     /// Orders events with `bus`'s sequencer.
-    pub fn new(bus: Arc<Bus>) -> Self {
-        Local { bus }
+    pub fn new(bus: Arc<Bus>, settings: &PublishSettings) -> Self {
+        let keys = KeyStore::new(settings.idempotency_window, settings.idempotency_max_bytes);
+        Local { bus, keys: Mutex::new(keys), replays: AtomicU64::new(0) }
+    }
+
+    fn keys(&self) -> MutexGuard<'_, KeyStore> {
+        // The store is consistent between its methods; a panic inside one
+        // cannot happen on input, so poisoning is ignored.
+        self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn sequence(&self, publications: &[Publication]) -> Result<Vec<EventId>, PublishFailure> {
+        let events: Vec<Event> = publications.iter().map(Event::from_publication).collect();
+        self.bus.publish(events).map_err(|Full| PublishFailure::Full)
     }
 }
 
 impl Backplane for Local {
-    fn publish(&self, _origin: Origin, publications: Vec<Publication>) -> Submitted {
-        let events: Vec<Event> = publications.iter().map(Event::from_publication).collect();
-        match self.bus.publish(events) {
-            Ok(ids) => Submitted::Published(ids),
-            Err(Full) => Submitted::Failed(PublishFailure::Unavailable("event queues are full; retry")),
+    fn publish(&self, _origin: Origin, publications: Vec<Publication>, key: Option<IdempotencyKey>) -> Submitted {
+        let outcome = match key {
+            None => self.sequence(&publications).map(Published::new),
+            Some(key) => {
+                let mut keys = self.keys();
+                let now = unix_ms();
+                match keys.lookup(&key, now) {
+                    Lookup::Replay(ids) => {
+                        self.replays.fetch_add(1, Relaxed);
+                        Ok(Published { ids, replayed: true })
+                    }
+                    Lookup::Conflict => Err(PublishFailure::Conflict),
+                    Lookup::Fresh => self.sequence(&publications).map(|ids| {
+                        keys.remember(&key, &ids, now);
+                        Published::new(ids)
+                    }),
+                }
+            }
+        };
+        match outcome {
+            Ok(published) => Submitted::Published(published),
+            Err(failure) => Submitted::Failed(failure),
         }
     }
 
@@ -43,5 +88,23 @@ impl Backplane for Local {
 
     fn replay(&self, _origin: Origin, _request: ReplayRequest) -> bool {
         false // never asked: catchup is always from memory
+    }
+
+    fn metrics(&self) -> Vec<Metric> {
+        let keys = self.keys();
+        vec![
+            gauge("idempotency_keys", "Idempotency keys remembered.", keys.len() as u64),
+            gauge(
+                "idempotency_bytes",
+                "Bytes charged for the remembered idempotency keys (bounded by --idempotency-max-bytes).",
+                keys.bytes() as u64,
+            ),
+            counter(
+                "idempotency_evicted_total",
+                "Idempotency keys forgotten before their window ended, to stay within --idempotency-max-bytes.",
+                keys.evicted(),
+            ),
+            idempotent_replays(self.replays.load(Relaxed)),
+        ]
     }
 }

@@ -6,6 +6,8 @@
 //! a process exit) with a generous timeout that only matters when a test fails.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod relay;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -128,8 +130,12 @@ impl Server {
 
     /// Sends a signal and waits for the process to exit; returns its exit code.
     pub fn signal_and_wait(&mut self, signal: i32) -> Option<i32> {
-        // SAFETY: kill has no memory-safety preconditions; the pid is our own child.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self::signal(self.child.id(), signal);
+        self.wait_exit()
+    }
+
+    /// Waits for the process to exit (after a signal sent elsewhere); returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -213,6 +219,34 @@ pub fn read_to_close(stream: &mut TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads until the server closes the connection cleanly; fails on a reset
+/// (which would have destroyed answers not yet read) or a timeout.
+pub fn read_to_eof(stream: &mut TcpStream) -> String {
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&out)),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A keep-alive publish request of a form body, with extra header lines (each ending in CRLF).
+pub fn publish_request(form: &str, headers: &str) -> String {
+    format!("POST /publish HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\n\r\n{form}", form.len())
+}
+
+/// Sends a signal to a process of ours.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is a child this test started.
+    unsafe { libc::kill(pid as i32, signal) };
 }
 
 /// Reads one complete HTTP response (head and Content-Length body) from a keep-alive connection.
@@ -441,6 +475,20 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// SIGSTOP: Redis stays connected but answers nothing (a frozen server, a black hole).
+    pub fn freeze(&self) {
+        signal(self.child.id(), libc::SIGSTOP);
+    }
+
+    /// SIGCONT: Redis runs again and handles what was sent meanwhile.
+    pub fn thaw(&self) {
+        signal(self.child.id(), libc::SIGCONT);
+    }
+
     pub fn client(&self) -> redis::Client {
         redis::Client::open(self.url()).expect("client")
     }
@@ -492,8 +540,12 @@ pub fn free_port() -> u16 {
 impl Server {
     /// Starts a cluster node on `redis`, waiting until it follows the stream.
     pub fn node(redis: &Redis, args: &[&str]) -> Server {
-        let url = redis.url();
-        let mut all = vec!["--redis", url.as_str()];
+        Self::node_at(&redis.url(), args)
+    }
+
+    /// Starts a cluster node on the Redis at `url` (a relay, say), waiting until it follows the stream.
+    pub fn node_at(url: &str, args: &[&str]) -> Server {
+        let mut all = vec!["--redis", url];
         all.extend_from_slice(args);
         let server = Server::start(&all);
         server.wait_ready();

@@ -26,18 +26,55 @@ pub struct Origin {
     pub stamp: u32,
 }
 
-/// Why a publish was not applied.
+/// Why a publish was not applied, or may not have been.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum PublishFailure {
     /// Nothing of the request was or will be published (503, retry later).
     Unavailable(&'static str),
+    /// The event queues have no room right now; nothing was published. The
+    /// worker keeps the request and tries again shortly (backpressure).
+    Full,
+    /// The request may or may not be published and nobody can tell: a
+    /// command timed out after it was sent (504; retry with the same
+    /// idempotency key).
+    Unknown(&'static str),
+    /// The idempotency key was already used by a request with another body;
+    /// nothing was published (409).
+    Conflict,
+}
+
+/// A publish's `Idempotency-Key`, and a fingerprint of what it publishes, so
+/// that a reuse with another body is told from a retry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key as the client sent it (1-128 visible ASCII characters).
+    pub key: Box<str>,
+    /// A hash of the request's media type and body.
+    pub fingerprint: [u8; 16],
+}
+
+/// An applied publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The ids, in request order.
+    pub ids: Vec<EventId>,
+    /// True when the idempotency key had already published them: this
+    /// request published nothing, the ids are the first request's.
+    pub replayed: bool,
+}
+
+impl Published {
+    /// Freshly published `ids`.
+    pub fn new(ids: Vec<EventId>) -> Self {
+        Published { ids, replayed: false }
+    }
 }
 
 /// What [`Backplane::publish`] did with a request.
 #[derive(Debug)]
 pub enum Submitted {
-    /// Ordered now: the ids, in request order.
-    Published(Vec<EventId>),
+    /// Ordered now (or earlier, under the same idempotency key).
+    Published(Published),
     /// The answer will come as a [`Reply::Published`] to the origin's worker.
     Pending,
     /// Refused now.
@@ -76,8 +113,8 @@ pub enum Reply {
         key: u32,
         /// Its stamp when it asked.
         stamp: u32,
-        /// The ids, or why nothing was published.
-        outcome: Result<Vec<EventId>, PublishFailure>,
+        /// The ids, or why nothing (or maybe something) was published.
+        outcome: Result<Published, PublishFailure>,
     },
     /// The events a [`Catchup::Log`] resume missed.
     Replayed {
@@ -146,8 +183,11 @@ pub enum Revoking {
 
 /// What orders a node's events: see the module documentation.
 pub trait Backplane: Send + Sync {
-    /// Publishes every publication, in order, all or nothing.
-    fn publish(&self, origin: Origin, publications: Vec<Publication>) -> Submitted;
+    /// Publishes every publication, in order, all or nothing. With an
+    /// idempotency key, publishes nothing if the key already published
+    /// within its window (answering with those ids), and claims the key
+    /// together with the publish, atomically.
+    fn publish(&self, origin: Origin, publications: Vec<Publication>, key: Option<IdempotencyKey>) -> Submitted;
 
     /// Where a subscriber resuming after `after` catches up from. `missed`
     /// says why, if this node's history dropped events newer than `after`.

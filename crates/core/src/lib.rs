@@ -6,6 +6,7 @@
 //! - [`bus`]: the sequencer and the per-worker inboxes (lock-free queues plus a waker).
 //! - [`backplane`]: the seam to what orders events (in-process, or a shared log).
 //! - [`topics`], [`history`]: one worker's subscriber lists and recent events.
+//! - [`idempotency`]: the bounded store of a standalone hub's idempotency keys.
 //! - [`pattern_index`]: pattern subscriptions (`*`, `**`), found by topic
 //!   through a trie rather than a scan.
 //! - [`subscriber`], [`fanout`]: a subscriber's state and the batch write to
@@ -18,6 +19,7 @@ pub mod bus;
 pub mod event;
 pub mod fanout;
 pub mod history;
+pub mod idempotency;
 pub mod pattern_index;
 pub mod subscriber;
 pub mod topics;

@@ -1,10 +1,11 @@
-//! The command thread: runs the Redis work workers ask for (publishes,
-//! replays from the stream) and answers through their inboxes.
+//! The command thread: reads what resuming clients missed from the stream
+//! (publishes have their own pipeline, `publisher`) and answers through
+//! their workers' inboxes.
 //!
 //! One connection, commands in arrival order. When Redis is unreachable it
 //! fails fast (answers within the command timeout, then refuses at once until
-//! the follower sees Redis again or half a second has passed), so a publisher
-//! gets `503` quickly and a resuming client gets a gap notice instead of waiting.
+//! the follower sees Redis again or half a second has passed), so a resuming
+//! client gets a gap notice instead of waiting.
 
 use std::process;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,7 +19,6 @@ use ssehub_core::bus::Bus;
 use ssehub_core::history::Gap;
 use ssehub_core::{Event, EventId};
 use ssehub_protocol::pattern::{Pattern, is_pattern};
-use ssehub_protocol::publish::Publication;
 
 use super::entry::{self, Control, Entry};
 use super::{COMMAND_TIMEOUT, Command, Status, connect};
@@ -86,11 +86,6 @@ pub fn run(settings: &ClusterSettings, status: &Status, bus: &Bus, commands: Rec
     let mut link = Link { url: settings.url.clone(), conn: None, failed_at: None, generation: 0 };
     for command in commands {
         match command {
-            Command::Publish { origin, publications } => {
-                let ids = link.with(status, |conn| publish(conn, stream, settings.maxlen, &publications));
-                let outcome = ids.ok_or(PublishFailure::Unavailable("the cluster backplane (Redis) failed"));
-                bus.reply(origin.worker, Reply::Published { key: origin.key, stamp: origin.stamp, outcome });
-            }
             Command::Revoke(revocation) => {
                 // The follower answers when it reads the entry back; the
                 // nonce must be registered before the entry can be read.
@@ -109,33 +104,12 @@ pub fn run(settings: &ClusterSettings, status: &Status, bus: &Bus, commands: Rec
             }
             Command::Replay { origin, request } => {
                 let (gap, events) = link
-                    .with(status, |conn| replay(conn, stream, &request))
+                    .with(status, |conn| replay(conn, stream, status, &request))
                     .unwrap_or((Some(Gap::Unavailable), Vec::new()));
                 bus.reply(origin.worker, Reply::Replayed { key: origin.key, stamp: origin.stamp, gap, events });
             }
         }
     }
-}
-
-/// `XADD ... MAXLEN ~ N * field value ...` for each publication, pipelined.
-fn publish(
-    conn: &mut Connection,
-    stream: &str,
-    maxlen: u64,
-    publications: &[Publication],
-) -> RedisResult<Vec<EventId>> {
-    let mut pipe = redis::pipe();
-    for publication in publications {
-        let command = pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
-        for (name, value) in entry::fields(publication) {
-            command.arg(name).arg(value);
-        }
-    }
-    let ids: Vec<String> = pipe.query(conn)?;
-    ids.iter()
-        .map(|id| EventId::parse(id.as_bytes()))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "XADD returned a bad id")))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -179,13 +153,25 @@ impl<'a> Subscription<'a> {
 /// What a client resuming from `after` missed, read newest first from `upto`
 /// down, at most `history` events per subscription (topic or pattern), then
 /// put back in order.
-fn replay(conn: &mut Connection, stream: &str, request: &ReplayRequest) -> RedisResult<(Option<Gap>, Vec<Arc<Event>>)> {
+fn replay(
+    conn: &mut Connection,
+    stream: &str,
+    status: &Status,
+    request: &ReplayRequest,
+) -> RedisResult<(Option<Gap>, Vec<Arc<Event>>)> {
     let ReplayRequest { topics, after, upto, history } = request;
     let (after, upto, history) = (*after, *upto, *history);
     let first: Value = redis::cmd("XRANGE").arg(stream).arg("-").arg("+").arg("COUNT").arg(1).query(conn)?;
     let first = entry::range_entries(&first).first().and_then(Entry::event_id);
+    // Where a reset stream ended, as this node saw it or another recorded it.
+    let recorded: Option<String> = redis::cmd("GET").arg(super::reset_boundary_key(stream)).query(conn)?;
+    if let Some(id) = recorded.as_deref().and_then(|id| EventId::parse(id.as_bytes())) {
+        status.raise_reset_boundary(id);
+    }
+    let boundary = status.reset_boundary();
     let gap = match (after, first) {
         (None, _) => Some(Gap::Unparseable),
+        (Some(after), _) if boundary != EventId::ZERO && after <= boundary => Some(Gap::Reset),
         (Some(after), Some(first)) if after < first => Some(Gap::Evicted),
         (Some(_), None) => Some(Gap::Evicted), // the stream is empty or gone: what it held is lost
         _ => None,

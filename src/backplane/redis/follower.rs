@@ -18,7 +18,24 @@ use super::{Backoff, COMMAND_TIMEOUT, Status, connect};
 use crate::settings::ClusterSettings;
 
 /// How long one `XREAD` blocks: the follower checks for shutdown between reads.
-const BLOCK_MS: u64 = 500;
+const BLOCK_MS: u64 = 250;
+/// How late past `BLOCK_MS` a reply may be before Redis counts as
+/// unresponsive (frozen, or the path black-holed): `/readyz` turns 503 at
+/// most `BLOCK_MS + STALL` after Redis stops answering.
+const STALL: Duration = Duration::from_millis(550);
+/// Records where a reset stream ended, unless a newer end is recorded.
+/// KEYS: the boundary key. ARGV: the id.
+const RAISE_BOUNDARY: &str = r"
+local function parse(id)
+  local ms, seq = string.match(id or '', '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local oms, oseq = parse(redis.call('GET', KEYS[1]))
+local nms, nseq = parse(ARGV[1])
+if oms and (oms > nms or (oms == nms and oseq >= nseq)) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+";
 /// Entries per `XREAD`.
 const PAGE: usize = 512;
 
@@ -39,8 +56,8 @@ pub fn run(settings: &ClusterSettings, backplane: &Status, bus: &Bus, shutdown: 
     let mut failed = false;
     let mut invalid_logged = 0u64;
     while !shutdown.load(SeqCst) {
-        let connected = connect(url, Duration::from_millis(BLOCK_MS) + COMMAND_TIMEOUT)
-            .and_then(|mut conn| position(&mut conn, stream, last).map(|p| (conn, p)));
+        let connected = connect(url, Duration::from_millis(BLOCK_MS) + STALL)
+            .and_then(|mut conn| position(&mut conn, stream, last, backplane).map(|p| (conn, p)));
         let (mut conn, position) = match connected {
             Ok(ok) => ok,
             Err(error) => {
@@ -63,6 +80,20 @@ pub fn run(settings: &ClusterSettings, backplane: &Status, bus: &Bus, shutdown: 
             }
             Position::Reset => {
                 log::warn!("redis stream {stream} was reset; subscribers get ssehub-gap");
+                // Before the notice clears the workers' history: from now on a
+                // resume from an id of the old stream is a gap, here and, once
+                // recorded, on nodes started after the reset.
+                let old_end = last.unwrap_or_default();
+                backplane.raise_reset_boundary(old_end);
+                let recorded: RedisResult<i64> = redis::cmd("EVAL")
+                    .arg(RAISE_BOUNDARY)
+                    .arg(1)
+                    .arg(super::reset_boundary_key(stream))
+                    .arg(old_end.to_string())
+                    .query(&mut conn);
+                if let Err(error) = recorded {
+                    log::warn!("cannot record where the reset stream ended: {error}");
+                }
                 push(bus, shutdown, Arc::new(Event::notice(Gap::Reset.frame().plain)));
                 backplane.set_floor(EventId::ZERO);
                 last = Some(EventId::ZERO);
@@ -168,8 +199,13 @@ fn sleep_unless_shutdown(shutdown: &AtomicBool, wait: Duration) {
     }
 }
 
-/// Decides where to read from after (re)connecting.
-fn position(conn: &mut Connection, stream: &str, last: Option<EventId>) -> RedisResult<Position> {
+/// Decides where to read from after (re)connecting; learns where a reset
+/// stream ended if another node recorded it.
+fn position(conn: &mut Connection, stream: &str, last: Option<EventId>, backplane: &Status) -> RedisResult<Position> {
+    let recorded: Option<String> = redis::cmd("GET").arg(super::reset_boundary_key(stream)).query(conn)?;
+    if let Some(id) = recorded.as_deref().and_then(|id| EventId::parse(id.as_bytes())) {
+        backplane.raise_reset_boundary(id);
+    }
     // TYPE first: XINFO on a missing key is an error, told apart only by its text.
     let kind: String = redis::cmd("TYPE").arg(stream).query(conn)?;
     let info: Option<StreamInfo> = match kind.as_str() {
@@ -198,9 +234,12 @@ fn position(conn: &mut Connection, stream: &str, last: Option<EventId>) -> Redis
     })
 }
 
-/// Entries after `id`, counted up to a cap: the lag behind the head.
+/// Entries after `id`, counted up to a cap: the lag behind the head. A big
+/// reply may take longer than a blocking read is allowed to stall.
 fn count_after(conn: &mut Connection, stream: &str, id: EventId) -> RedisResult<u64> {
-    let reply: Value =
-        redis::cmd("XRANGE").arg(stream).arg(format!("({id}")).arg("+").arg("COUNT").arg(10_000).query(conn)?;
-    Ok(entry::range_entries(&reply).len() as u64)
+    conn.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+    let reply: RedisResult<Value> =
+        redis::cmd("XRANGE").arg(stream).arg(format!("({id}")).arg("+").arg("COUNT").arg(10_000).query(conn);
+    conn.set_read_timeout(Some(Duration::from_millis(BLOCK_MS) + STALL))?;
+    Ok(entry::range_entries(&reply?).len() as u64)
 }

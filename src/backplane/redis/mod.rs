@@ -1,7 +1,7 @@
 //! Cluster mode (`--redis`): many nodes behave as one hub by following one
 //! Redis stream, the sequencer and shared history of every event.
 //!
-//! Two threads per node talk to Redis; a worker never does:
+//! Three threads per node talk to Redis; a worker never does:
 //!
 //! - the **follower** ([`follower`]) reads the stream with a blocking `XREAD`
 //!   from the last id it handed over, checks each entry as an HTTP publish
@@ -9,11 +9,18 @@
 //!   every worker through the bus. Workers cannot tell a local publish from a
 //!   remote one. After a Redis outage it continues from that id, so nothing
 //!   published meanwhile is lost; if the stream was reset it sends every
-//!   subscriber an `ssehub-gap` first.
-//! - the **command thread** ([`commands`]) runs what workers ask for:
-//!   `XADD` for publishes (the answer waits for Redis's ids) and range reads
-//!   for clients resuming from ids older than this node's memory. Answers go
-//!   back through the worker's inbox as neutral [`Reply`] values.
+//!   subscriber an `ssehub-gap` first, and records where the old stream
+//!   ended (in Redis too), so a resume from an id of the old stream gets a
+//!   `stream-reset` gap on every node.
+//! - the **publish pipeline** ([`publisher`]) sends every worker's publishes
+//!   as they come, on one connection, many in flight, and answers each when
+//!   its reply arrives (`XADD`, or one script claiming an `Idempotency-Key`
+//!   with the appends); `503` only for what was never sent, `504` for what
+//!   was sent and not answered in time.
+//! - the **command thread** ([`commands`]) runs range reads for clients
+//!   resuming from ids older than this node's memory.
+//!
+//! Answers go back through the worker's inbox as neutral [`Reply`] values.
 //!
 //! Workers see all of it through [`Cluster`], an implementation of the core's
 //! [`Backplane`] seam; nothing here knows a worker's types.
@@ -21,6 +28,8 @@
 pub mod commands;
 pub mod entry;
 pub mod follower;
+pub mod publisher;
+pub mod resp;
 
 use std::collections::HashMap;
 use std::io;
@@ -32,12 +41,13 @@ use std::time::Duration;
 
 use ssehub_core::EventId;
 use ssehub_core::backplane::{
-    Backplane, Catchup, Metric, Origin, PublishFailure, ReplayRequest, Revocation, Revoking, Submitted,
+    Backplane, Catchup, IdempotencyKey, Metric, Origin, PublishFailure, ReplayRequest, Revocation, Revoking, Submitted,
 };
 use ssehub_core::bus::{Bus, unix_ms};
 use ssehub_core::history::Gap;
 use ssehub_protocol::publish::Publication;
 
+use crate::backplane::{counter, gauge, idempotent_replays};
 use crate::settings::ClusterSettings;
 
 /// How long connecting to Redis may take.
@@ -50,13 +60,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// What a worker asks the command thread.
 #[derive(Debug)]
 pub enum Command {
-    /// `XADD` each publication, in order, in one pipelined round trip.
-    Publish {
-        /// Who to answer.
-        origin: Origin,
-        /// What to append.
-        publications: Vec<Publication>,
-    },
     /// Announce a `POST /disconnect` on the stream, then hand it to this
     /// node's workers (every node's follower carries it out as well).
     Revoke(Arc<Revocation>),
@@ -88,6 +91,13 @@ pub struct Status {
     /// back, by nonce: the follower hands each to the workers with its
     /// origin, so the asker is answered with this node's count exactly once.
     pub revocations: Mutex<HashMap<String, Arc<Revocation>>>,
+    /// The newest id of a stream that was reset (this node's or another's,
+    /// as recorded in Redis): resuming from it or older is a `stream-reset` gap.
+    reset_boundary: Mutex<EventId>,
+    /// Publishes sent to Redis and not yet answered.
+    pub in_flight: AtomicU64,
+    /// Keyed publishes answered with an earlier publish's ids.
+    pub replays: AtomicU64,
 }
 
 impl Status {
@@ -109,10 +119,28 @@ impl Status {
     fn set_floor(&self, id: EventId) {
         *self.floor.lock().unwrap_or_else(|p| p.into_inner()) = id;
     }
+
+    /// Ids up to this one belong to a stream that was reset (`ZERO`: none known).
+    pub fn reset_boundary(&self) -> EventId {
+        *self.reset_boundary.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Raises the reset boundary to `id` (it never goes down).
+    pub fn raise_reset_boundary(&self, id: EventId) {
+        let mut boundary = self.reset_boundary.lock().unwrap_or_else(|p| p.into_inner());
+        *boundary = (*boundary).max(id);
+    }
+}
+
+/// The Redis key holding the newest id of a reset stream (see [`Status::reset_boundary`]).
+pub fn reset_boundary_key(stream: &str) -> String {
+    format!("{stream}:reset-boundary")
 }
 
 /// Cluster mode as the workers' backplane.
 pub struct Cluster {
+    /// To the publish pipeline.
+    publishes: Sender<publisher::Job>,
     /// To the command thread.
     commands: Sender<Command>,
     /// The link's state, shared with the threads.
@@ -121,6 +149,8 @@ pub struct Cluster {
 
 /// What [`Cluster::new`] hands to [`Cluster::start`].
 pub struct Threads {
+    /// The publish pipeline's queue.
+    publishes: Receiver<publisher::Job>,
     /// The command thread's queue.
     commands: Receiver<Command>,
     /// The link's state.
@@ -135,19 +165,27 @@ impl Cluster {
         redis::Client::open(settings.url.as_str())
             .map_err(|e| io::Error::other(format!("--redis {:?}: {e}", settings.url)))?;
         let (commands, receiver) = mpsc::channel();
+        let (publishes, publish_queue) = mpsc::channel();
         let status = Arc::new(Status::default());
         log::info!("cluster mode: following stream {:?}", settings.stream);
-        Ok((Cluster { commands, status: Arc::clone(&status) }, Threads { commands: receiver, status, settings }))
+        let cluster = Cluster { publishes, commands, status: Arc::clone(&status) };
+        Ok((cluster, Threads { publishes: publish_queue, commands: receiver, status, settings }))
     }
 
-    /// Starts the follower and the command thread.
+    /// Starts the follower, the publish pipeline and the command thread.
     pub fn start(threads: Threads, bus: Arc<Bus>, shutdown: Arc<AtomicBool>) -> io::Result<()> {
-        let Threads { commands, status, settings } = threads;
+        let Threads { publishes, commands, status, settings } = threads;
         {
             let (settings, status, bus) = (settings.clone(), Arc::clone(&status), Arc::clone(&bus));
             thread::Builder::new()
                 .name("ssehub-follower".into())
                 .spawn(move || follower::run(&settings, &status, &bus, &shutdown))?;
+        }
+        {
+            let (settings, status, bus) = (settings.clone(), Arc::clone(&status), Arc::clone(&bus));
+            thread::Builder::new()
+                .name("ssehub-publish".into())
+                .spawn(move || publisher::run(&settings, &status, &bus, publishes))?;
         }
         thread::Builder::new()
             .name("ssehub-redis".into())
@@ -157,12 +195,12 @@ impl Cluster {
 }
 
 impl Backplane for Cluster {
-    fn publish(&self, origin: Origin, publications: Vec<Publication>) -> Submitted {
+    fn publish(&self, origin: Origin, publications: Vec<Publication>, key: Option<IdempotencyKey>) -> Submitted {
         // The stream assigns the ids; the answer comes once Redis has them.
         if !self.status.is_up() {
             return Submitted::Failed(PublishFailure::Unavailable("the cluster backplane (Redis) is unreachable"));
         }
-        match self.commands.send(Command::Publish { origin, publications }) {
+        match self.publishes.send(publisher::Job { origin, publications, key }) {
             Ok(()) => Submitted::Pending,
             Err(_) => Submitted::Failed(PublishFailure::Unavailable("the cluster backplane is stopping")),
         }
@@ -170,10 +208,13 @@ impl Backplane for Cluster {
 
     fn catchup(&self, after: Option<EventId>, missed: Option<Gap>) -> Catchup {
         // An id older than what this node has followed is read from the
-        // stream, so a client resumes on any node without a false gap.
+        // stream, so a client resumes on any node without a false gap. An
+        // id of a stream that was reset is a gap, whatever memory holds.
+        let boundary = self.status.reset_boundary();
         match after {
             None => Catchup::Memory(Some(Gap::Unparseable)),
             Some(id) if id < self.status.floor() || missed.is_some() => Catchup::Log,
+            Some(id) if boundary != EventId::ZERO && id <= boundary => Catchup::Memory(Some(Gap::Reset)),
             Some(_) => Catchup::Memory(None),
         }
     }
@@ -204,36 +245,21 @@ impl Backplane for Cluster {
         let status = &self.status;
         let load = |counter: &AtomicU64| counter.load(Relaxed);
         vec![
-            Metric {
-                name: "backplane_up",
-                kind: "gauge",
-                help: "1 while the Redis stream is being followed.",
-                value: u64::from(status.is_up()),
-            },
-            Metric {
-                name: "backplane_reconnects_total",
-                kind: "counter",
-                help: "Reconnections to Redis after a failure.",
-                value: load(&status.reconnects),
-            },
-            Metric {
-                name: "backplane_lag_entries",
-                kind: "gauge",
-                help: "Stream entries not yet read, as last measured.",
-                value: load(&status.lag),
-            },
-            Metric {
-                name: "backplane_entries_read_total",
-                kind: "counter",
-                help: "Stream entries read.",
-                value: load(&status.entries_read),
-            },
-            Metric {
-                name: "backplane_invalid_entries_total",
-                kind: "counter",
-                help: "Stream entries skipped because an HTTP publish would have been refused.",
-                value: load(&status.invalid_entries),
-            },
+            gauge(
+                "backplane_publishes_in_flight",
+                "Publishes sent to Redis and not yet answered.",
+                load(&status.in_flight),
+            ),
+            idempotent_replays(load(&status.replays)),
+            gauge("backplane_up", "1 while the Redis stream is being followed.", u64::from(status.is_up())),
+            counter("backplane_reconnects_total", "Reconnections to Redis after a failure.", load(&status.reconnects)),
+            gauge("backplane_lag_entries", "Stream entries not yet read, as last measured.", load(&status.lag)),
+            counter("backplane_entries_read_total", "Stream entries read.", load(&status.entries_read)),
+            counter(
+                "backplane_invalid_entries_total",
+                "Stream entries skipped because an HTTP publish would have been refused.",
+                load(&status.invalid_entries),
+            ),
         ]
     }
 }
