@@ -55,7 +55,9 @@ proptest! {
                 distinct.push(topic);
             }
         }
-        if topics.iter().all(|t| valid_topic(t)) && distinct.len() <= MAX_TOPICS {
+        // A subscription name is a topic or a pattern: `**` anywhere but last is refused.
+        let subscribable = |t: &String| valid_topic(t) && ssehub_protocol::pattern::Pattern::parse(t).is_ok();
+        if topics.iter().all(subscribable) && distinct.len() <= MAX_TOPICS {
             let parsed = parsed.expect("valid topics are accepted");
             prop_assert_eq!(parsed.topics.iter().collect::<Vec<_>>(), distinct);
         } else {
