@@ -3,26 +3,11 @@
 //! history holds (and the process's RSS) however many topics a publisher
 //! uses, evicting the oldest first while other topics keep exact gaps; a
 //! topic with no subscriber and nothing retained leaves nothing behind.
-//! Waits are on `/metrics` figures, polled against a deadline.
+//! Waits are on `/metrics` figures, polled against a deadline (`Server::wait_metric`).
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{Server, TIMEOUT};
-
-/// Polls `metric` until `done` holds; fails after [`TIMEOUT`].
-fn wait_metric(server: &Server, metric: &str, done: impl Fn(u64) -> bool) -> u64 {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let value = server.metric(metric);
-        if done(value) {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{metric} stayed at {value}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::Server;
 
 /// The server's resident set, from /proc.
 fn rss_bytes(server: &Server) -> u64 {
@@ -57,7 +42,7 @@ fn expired_events_are_not_replayed_and_resumes_that_needed_them_get_an_expired_g
     let old = server.publish("topic=t&data=old");
     assert_eq!(server.metric("ssehub_history_events"), 2);
     // Nothing is published meanwhile: the sweep alone gives it back.
-    wait_metric(&server, "ssehub_history_events", |n| n == 0);
+    server.wait_metric("ssehub_history_events", |n| n == 0);
     assert_eq!(server.metric("ssehub_history_topics"), 0);
     assert_eq!(server.metric("ssehub_history_dropped_total{reason=\"expired\"}"), 2);
 
@@ -131,6 +116,6 @@ fn a_topic_without_subscribers_or_history_leaves_nothing_behind() {
     server.publish("topic=room/0/0&data=x");
     assert_eq!(server.metric("ssehub_history_events"), 0, "--history 0 retains nothing");
     drop(subs);
-    wait_metric(&server, "ssehub_topics_subscribed", |n| n == 0);
+    server.wait_metric("ssehub_topics_subscribed", |n| n == 0);
     assert_eq!(server.metric("ssehub_history_topics"), 0);
 }

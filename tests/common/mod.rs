@@ -206,24 +206,17 @@ impl Remote {
 
 /// Reads until EOF (or a reset after the response), failing on timeout.
 pub fn read_to_close(stream: &mut TcpStream) -> String {
-    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&out)),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    read_all(stream, true)
 }
 
 /// Reads until the server closes the connection cleanly; fails on a reset
 /// (which would have destroyed answers not yet read) or a timeout.
 pub fn read_to_eof(stream: &mut TcpStream) -> String {
+    read_all(stream, false)
+}
+
+/// Reads to EOF; a reset ends the read when `reset_ends` is set, else fails.
+fn read_all(stream: &mut TcpStream, reset_ends: bool) -> String {
     stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
@@ -231,6 +224,7 @@ pub fn read_to_eof(stream: &mut TcpStream) -> String {
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if reset_ends && e.kind() == ErrorKind::ConnectionReset => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&out)),
         }
