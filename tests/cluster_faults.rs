@@ -104,7 +104,9 @@ fn a_504_retried_with_its_idempotency_key_is_delivered_exactly_once() {
     assert_eq!(status_of(&unknown), 504, "{unknown}");
     assert!(body_of(&unknown).contains("unknown"), "{unknown}");
     redis.thaw();
+    // Both nodes saw Redis freeze: each must see it back before it publishes.
     a.wait_ready();
+    b.wait_ready();
     let retried = post(&a, "topic=x&data=once", key);
     assert_eq!(status_of(&retried), 200, "{retried}");
     let again = post(&b, "topic=x&data=once", key);
