@@ -15,6 +15,13 @@
 //! publisher wakes (one [`Wake::wake`], an `eventfd` write) only workers that
 //! set the flag, so a busy worker costs publishers nothing.
 //!
+//! With a durable log ([`Journal`], `--data-dir`) the sequencer also
+//! appends each publish's records to it, under the same lock, after the ids
+//! are stamped and before anything is recorded or pushed: an event reaches
+//! no worker (so no subscriber, no publisher's answer) before its record is
+//! written, and records are written in id order. If the write fails,
+//! nothing of the publish happens (its ids are simply never used).
+//!
 //! A backplane that orders events itself (a shared log) hands them over
 //! already in order ([`Bus::push_sequenced`]); answers to a worker's requests
 //! come back through the same inbox ([`Bus::reply`]).
@@ -29,7 +36,7 @@ use crossbeam_queue::{ArrayQueue, SegQueue};
 use ssehub_protocol::EventId;
 use ssehub_protocol::pattern::Pattern;
 
-use crate::backplane::Reply;
+use crate::backplane::{IdempotencyKey, Reply};
 use crate::event::Event;
 use crate::history::{Gap, History, HistoryStats, Limits};
 use crate::pattern_index::PatternIndex;
@@ -120,6 +127,35 @@ impl Inbox {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Full;
 
+/// Why a publish did not happen (nothing of it did).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// A worker's queue lacks room ([`Full`]).
+    Full,
+    /// The durable log could not be written (logged by the [`Journal`]).
+    Journal,
+}
+
+impl From<Full> for Refused {
+    fn from(Full: Full) -> Self {
+        Refused::Full
+    }
+}
+
+/// Where the sequencer writes every publish before any worker sees it: a
+/// durable log (`--data-dir`). Called under the sequencer's lock, in id order.
+pub trait Journal: Send {
+    /// Appends `events` (stamped, in id order) and, for a keyed publish, the
+    /// key remembered at `now_ms` with their ids, in one write. An error
+    /// means nothing of it may be published; the journal logs it.
+    fn append(&mut self, events: &[Arc<Event>], key: Option<&IdempotencyKey>, now_ms: u64) -> io::Result<()>;
+
+    /// History retains nothing before `oldest` (`None`: nothing at all, up
+    /// to and including `last`): the log may delete what lies entirely
+    /// below it. Called about once a second.
+    fn release(&mut self, oldest: Option<EventId>, last: EventId, now_ms: u64);
+}
+
 /// Most workers a bus serves: interest is one bit per worker in a `u64`.
 pub const MAX_WORKERS: usize = 64;
 
@@ -150,6 +186,8 @@ struct Core {
     patterns: PatternIndex<u8>,
     /// Every topic's recent events, held once.
     history: History,
+    /// The durable log every publish is written to first (`--data-dir`).
+    journal: Option<Box<dyn Journal>>,
 }
 
 impl Core {
@@ -214,26 +252,30 @@ impl Bus {
             interest: HashMap::new(),
             patterns: PatternIndex::new(),
             history: History::new(limits),
+            journal: None,
         };
         Bus { core: Mutex::new(core), inboxes, all, boot, published: AtomicU64::new(0) }
     }
 
     /// Before the workers start: takes back events from a durable log, in id
-    /// order. Each goes through history as if just published (so the bounds
-    /// drop now what they would have dropped, and gaps stay exact), ids
-    /// continue after the last one, and the first becomes the boot id: a
-    /// resume from before it gets `before-start`. Returns how many were taken.
+    /// order (in one call or several). Each goes through history as if just
+    /// published, its age measured from its id's time, not from now (so the
+    /// bounds drop now what they would have dropped, expired events leave
+    /// exact `expired` gaps), ids continue after the last one, and the very
+    /// first becomes the boot id: a resume from before it gets
+    /// `before-start`. Returns how many were taken.
     pub fn restore(&mut self, events: impl IntoIterator<Item = Arc<Event>>) -> usize {
         let now = unix_ms();
         let core = self.core.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut restored = 0;
         for event in events {
-            if event.to_all() || event.id() <= core.last && restored > 0 {
+            if event.to_all() || event.id() <= core.last {
                 continue; // not in order: the log is checked before it gets here
             }
-            if restored == 0 {
+            if core.last == EventId::ZERO {
                 self.boot = event.id();
             }
+            // History's TTL compares an event's id time with `now`.
             core.history.record(&event, now);
             core.last = event.id();
             restored += 1;
@@ -242,6 +284,18 @@ impl Bus {
             core.sequencer = Sequencer::new(core.last.successor().max(EventId { ms: now, seq: 0 }));
         }
         restored
+    }
+
+    /// Before the workers start (after [`Bus::restore`]): every publish is
+    /// written to `journal` before any worker sees it.
+    pub fn set_journal(&mut self, journal: Box<dyn Journal>) {
+        self.core.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).journal = Some(journal);
+    }
+
+    /// Charges `bytes` held for idempotency keys to history's budget (see
+    /// [`History::charge_external`]).
+    pub fn charge_keys(&self, bytes: usize) {
+        self.lock().history.charge_external(bytes, unix_ms());
     }
 
     /// Worker `worker`'s inbox.
@@ -266,28 +320,47 @@ impl Bus {
 
     /// Orders `events`, records them in history, hands each to the workers
     /// that want it and returns their ids. All or nothing: if a worker's
-    /// queue lacks room for what it would get, nothing is published.
-    pub fn publish(&self, events: Vec<Event>) -> Result<Vec<EventId>, Full> {
+    /// queue lacks room for what it would get, or the journal cannot be
+    /// written, nothing is published.
+    pub fn publish(&self, events: Vec<Event>) -> Result<Vec<EventId>, Refused> {
+        self.publish_keyed(events, None)
+    }
+
+    /// [`Bus::publish`], with the idempotency key it is remembered under
+    /// written to the journal in the same write as its events.
+    pub fn publish_keyed(&self, events: Vec<Event>, key: Option<&IdempotencyKey>) -> Result<Vec<EventId>, Refused> {
         let mut ids = Vec::with_capacity(events.len());
         let mut woken = 0u64;
         {
-            let mut core = self.lock();
+            let mut guard = self.lock();
+            let core = &mut *guard;
             let routes: Vec<u64> = events.iter().map(|event| core.route(event, self.all)).collect();
             for (worker, inbox) in self.inboxes.iter().enumerate() {
                 let wanted = routes.iter().filter(|&&mask| mask & (1 << worker) != 0).count();
                 if wanted > 0 && inbox.queue.capacity() - inbox.queue.len() < wanted {
-                    return Err(Full);
+                    return Err(Refused::Full);
                 }
             }
             let now = unix_ms();
-            for (mut event, mask) in events.into_iter().zip(routes) {
-                let id = core.sequencer.next(now);
-                event.set_id(id);
-                ids.push(id);
-                let event = Arc::new(event);
-                core.history.record(&event, now);
-                core.last = id;
-                self.hand_over(&event, mask);
+            let events: Vec<Arc<Event>> = events
+                .into_iter()
+                .map(|mut event| {
+                    let id = core.sequencer.next(now);
+                    event.set_id(id);
+                    ids.push(id);
+                    Arc::new(event)
+                })
+                .collect();
+            // INVARIANT: written before any of it is recorded or pushed.
+            if let Some(journal) = &mut core.journal
+                && journal.append(&events, key, now).is_err()
+            {
+                return Err(Refused::Journal);
+            }
+            for (event, mask) in events.iter().zip(routes) {
+                core.history.record(event, now);
+                core.last = event.id();
+                self.hand_over(event, mask);
                 woken |= mask;
             }
             self.published.fetch_add(ids.len() as u64, Ordering::Relaxed);
@@ -365,8 +438,15 @@ impl Bus {
 
     /// Drops what history holds past `--history-ttl` (called about once a
     /// second, so memory is given back when nothing is published).
+    /// With a journal, also lets it delete what history no longer retains.
     pub fn expire(&self) {
-        self.lock().history.expire(unix_ms());
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        let now = unix_ms();
+        core.history.expire(now);
+        if let Some(journal) = &mut core.journal {
+            journal.release(core.history.oldest(), core.last, now);
+        }
     }
 
     /// History's figures, and topics with a subscriber somewhere.
@@ -483,7 +563,7 @@ mod tests {
         assert_eq!((gap, replay.iter().map(|e| e.id()).collect::<Vec<_>>()), (None, quiet.clone()));
         // All or nothing, counted only for the workers that would get them.
         let too_many: Vec<Event> = (0..INBOX_CAPACITY + 1).map(|_| event("t")).collect();
-        assert_eq!(bus.publish(too_many), Err(Full));
+        assert_eq!(bus.publish(too_many), Err(Refused::Full));
         bus.detach(1, &[topic("t")]);
         let unwanted: Vec<Event> = (0..INBOX_CAPACITY + 1).map(|_| event("t")).collect();
         assert!(bus.publish(unwanted).is_ok(), "no one wants t any more: no queue can be full");
@@ -552,7 +632,7 @@ mod tests {
                                     published.lock().unwrap().push((t, ids[0]));
                                     break;
                                 }
-                                Err(Full) => std::thread::yield_now(),
+                                Err(_) => std::thread::yield_now(),
                             }
                         }
                     }
