@@ -125,7 +125,10 @@ impl Server {
             Some(journal) => {
                 let started = std::time::Instant::now();
                 let mut events = 0;
-                let (log, keys) = Log::open(journal.clone(), |batch| events += bus.restore(batch))?;
+                let (log, recovered) = Log::open(journal.clone(), |batch| events += bus.restore(batch))?;
+                if recovered.lost {
+                    bus.restored_with_loss();
+                }
                 log::info!(
                     "durable history: {events} events restored in {} ms (--fsync {:?})",
                     started.elapsed().as_millis(),
@@ -134,7 +137,7 @@ impl Server {
                 log.start_sync_thread()?;
                 let stats = log.stats();
                 bus.set_journal(Box::new(log));
-                (keys, Some(stats))
+                (recovered.keys, Some(stats))
             }
         };
         let bus = Arc::new(bus);

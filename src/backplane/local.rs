@@ -68,7 +68,11 @@ impl Local {
         self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn sequence(&self, publications: &[Publication], key: Option<&IdempotencyKey>) -> Result<Vec<EventId>, PublishFailure> {
+    fn sequence(
+        &self,
+        publications: &[Publication],
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Vec<EventId>, PublishFailure> {
         let events: Vec<Event> = publications.iter().map(Event::from_publication).collect();
         self.bus.publish_keyed(events, key).map_err(|refused| match refused {
             Refused::Full => PublishFailure::Full,

@@ -203,7 +203,13 @@ impl Log {
         let file = Arc::new(file);
         let old = std::mem::replace(
             &mut self.active,
-            Active { file: Arc::clone(&file), path, len: SEGMENT_MAGIC.len() as u64, last_id: EventId::ZERO, keys_until: 0 },
+            Active {
+                file: Arc::clone(&file),
+                path,
+                len: SEGMENT_MAGIC.len() as u64,
+                last_id: EventId::ZERO,
+                keys_until: 0,
+            },
         );
         self.stats.bytes.fetch_add(SEGMENT_MAGIC.len() as u64, Relaxed);
         self.stats.segments.fetch_add(1, Relaxed);
@@ -270,7 +276,9 @@ impl Journal for Log {
         self.buf.clear();
         for event in events {
             let topics = event.topics().iter().map(|t| &**t);
-            if let Err(record::TooLarge(why)) = record::encode_event(&mut self.buf, event.id(), topics, event.frame().fields()) {
+            if let Err(record::TooLarge(why)) =
+                record::encode_event(&mut self.buf, event.id(), topics, event.frame().fields())
+            {
                 log::error!("event {} cannot be logged ({why}); refused", event.id());
                 self.stats.write_failures.fetch_add(1, Relaxed);
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
@@ -279,7 +287,8 @@ impl Journal for Log {
         let ids: Vec<EventId>;
         if let Some(key) = key.filter(|_| self.settings.key_window_ms > 0) {
             ids = events.iter().map(|e| e.id()).collect();
-            if let Err(record::TooLarge(why)) = record::encode_key(&mut self.buf, now_ms, key.fingerprint, &key.key, &ids)
+            if let Err(record::TooLarge(why)) =
+                record::encode_key(&mut self.buf, now_ms, key.fingerprint, &key.key, &ids)
             {
                 log::error!("idempotency key cannot be logged ({why}); refused");
                 self.stats.write_failures.fetch_add(1, Relaxed);

@@ -35,6 +35,17 @@ pub struct RestoredKey {
     pub at_ms: u64,
 }
 
+/// What opening a data directory read back besides the events.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The idempotency keys, oldest first.
+    pub keys: Vec<RestoredKey>,
+    /// Records were lost to damage (anything but a record cut short at the
+    /// very end of the log, which no publish was answered for): clients may
+    /// hold ids the log no longer has.
+    pub lost: bool,
+}
+
 /// What a segment read back held.
 struct Scan {
     /// Bytes of good records (from the start of the file).
@@ -45,6 +56,8 @@ struct Scan {
     keys_until: u64,
     /// Why reading stopped before the end, and where.
     damage: Option<(u64, String)>,
+    /// The damage is a record cut short at the end of the file (a torn write).
+    torn: bool,
 }
 
 impl Log {
@@ -53,10 +66,7 @@ impl Log {
     /// order, and returns the log, ready to append, with the keys it held.
     /// Fails only when the directory cannot be used (another process holds
     /// it, permissions, I/O), never because of what the segments contain.
-    pub fn open(
-        settings: JournalSettings,
-        mut restore: impl FnMut(Vec<Arc<Event>>),
-    ) -> io::Result<(Log, Vec<RestoredKey>)> {
+    pub fn open(settings: JournalSettings, mut restore: impl FnMut(Vec<Arc<Event>>)) -> io::Result<(Log, Recovered)> {
         let dir_path = settings.dir.clone();
         fs::create_dir_all(&dir_path)
             .map_err(|e| io::Error::new(e.kind(), format!("data dir {}: cannot create: {e}", dir_path.display())))?;
@@ -75,6 +85,7 @@ impl Log {
         let mut keys = Vec::new();
         let mut last = EventId::ZERO;
         let mut cut = false;
+        let mut lost = false;
         let mut events = 0usize;
         for &number in &numbers {
             let path = segment_path(&dir_path, number);
@@ -94,11 +105,13 @@ impl Log {
             events += batch.len();
             restore(batch);
             if let Some((offset, why)) = &scan.damage {
+                let newest = number == *numbers.last().unwrap_or(&number);
+                lost |= !(scan.torn && newest);
                 log::warn!(
                     "{}: {why} at offset {offset}: the log is cut there ({} bytes dropped{})",
                     path.display(),
                     bytes.len() as u64 - offset,
-                    if number == *numbers.last().unwrap_or(&number) { "" } else { ", later segments removed" }
+                    if newest { "" } else { ", later segments removed" }
                 );
                 cut = true;
                 if scan.good < SEGMENT_MAGIC.len() as u64 {
@@ -136,6 +149,12 @@ impl Log {
         let total: u64 = closed.iter().map(|c| c.bytes).sum::<u64>() + active.len;
         stats.bytes.store(total, Relaxed);
         stats.segments.store(closed.len() as u64 + 1, Relaxed);
+        if lost {
+            log::warn!(
+                "data dir {}: records were lost to damage; resumes from before this start get ssehub-gap (before-start)",
+                dir_path.display()
+            );
+        }
         log::info!(
             "data dir {}: {events} events and {} idempotency keys read back from {} segments ({} KiB), last id {last}",
             dir_path.display(),
@@ -155,7 +174,7 @@ impl Log {
             to_sync,
             _lock: lock,
         };
-        Ok((log, keys))
+        Ok((log, Recovered { keys, lost }))
     }
 }
 
@@ -168,7 +187,7 @@ fn scan(
     batch: &mut Vec<Arc<Event>>,
     keys: &mut Vec<RestoredKey>,
 ) -> Scan {
-    let mut scan = Scan { good: 0, last_id: EventId::ZERO, keys_until: 0, damage: None };
+    let mut scan = Scan { good: 0, last_id: EventId::ZERO, keys_until: 0, damage: None, torn: false };
     if !bytes.starts_with(SEGMENT_MAGIC) {
         scan.damage = Some((0, "not a segment (bad magic)".into()));
         return scan;
@@ -199,6 +218,7 @@ fn scan(
                 at += used;
             }
             Err(error) => {
+                scan.torn = error == record::RecordError::Truncated;
                 scan.damage = Some((at as u64, error.to_string()));
                 break;
             }
@@ -270,9 +290,14 @@ mod tests {
     }
 
     fn reopen(dir: &Path, segment_bytes: u64) -> (Log, Vec<Arc<Event>>, Vec<RestoredKey>) {
+        let (log, all, recovered) = reopen_lost(dir, segment_bytes);
+        (log, all, recovered.keys)
+    }
+
+    fn reopen_lost(dir: &Path, segment_bytes: u64) -> (Log, Vec<Arc<Event>>, Recovered) {
         let mut all = Vec::new();
-        let (log, keys) = Log::open(settings(dir, segment_bytes), |batch| all.extend(batch)).unwrap();
-        (log, all, keys)
+        let (log, recovered) = Log::open(settings(dir, segment_bytes), |batch| all.extend(batch)).unwrap();
+        (log, all, recovered)
     }
 
     #[test]
@@ -294,7 +319,10 @@ mod tests {
             assert_eq!((a.id(), a.topics(), a.frame().chunked()), (b.id(), b.topics(), b.frame().chunked()));
         }
         assert_eq!(keys.len(), 1);
-        assert_eq!((&*keys[0].key.key, keys[0].ids.as_slice(), keys[0].at_ms), ("k", &[EventId { ms: 21, seq: 0 }][..], 7));
+        assert_eq!(
+            (&*keys[0].key.key, keys[0].ids.as_slice(), keys[0].at_ms),
+            ("k", &[EventId { ms: 21, seq: 0 }][..], 7)
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -311,7 +339,8 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"\x30\x00\x00\x00garbage").unwrap();
         drop(file);
-        let (mut log, read, _) = reopen(&dir, 1 << 20);
+        let (mut log, read, recovered) = reopen_lost(&dir, 1 << 20);
+        assert!(!recovered.lost, "a record cut short at the end was never answered");
         assert_eq!(read.len(), 5);
         assert_eq!(fs::metadata(&path).unwrap().len(), good, "cut at the last good record");
         log.append(&[event(6, "t", "y")], None, 0).unwrap();
@@ -321,7 +350,8 @@ mod tests {
         let third = SEGMENT_MAGIC.len() + 2 * (bytes.len() - SEGMENT_MAGIC.len()) / 6 + 12;
         bytes[third] ^= 1;
         fs::write(&path, &bytes).unwrap();
-        let (_log, read, _) = reopen(&dir, 1 << 20);
+        let (_log, read, recovered) = reopen_lost(&dir, 1 << 20);
+        assert!(recovered.lost, "a checksum failure is damage to answered records");
         assert_eq!(read.iter().map(|e| e.id().ms).collect::<Vec<_>>(), [1, 2]);
         let _ = fs::remove_dir_all(&dir);
     }

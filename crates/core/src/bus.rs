@@ -286,6 +286,17 @@ impl Bus {
         restored
     }
 
+    /// Before the workers start, after [`Bus::restore`]: the durable log was
+    /// damaged, so events clients received may be missing from what was
+    /// restored. Every resume from an id before the next one issued then
+    /// gets `before-start` (and the retained events after it), never a
+    /// silent hole.
+    pub fn restored_with_loss(&mut self) {
+        let core = self.core.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.boot = core.sequencer.next.max(EventId { ms: unix_ms(), seq: 0 });
+        core.sequencer = Sequencer::new(self.boot);
+    }
+
     /// Before the workers start (after [`Bus::restore`]): every publish is
     /// written to `journal` before any worker sees it.
     pub fn set_journal(&mut self, journal: Box<dyn Journal>) {
