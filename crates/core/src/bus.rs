@@ -602,6 +602,39 @@ mod tests {
     }
 
     #[test]
+    fn restored_events_age_from_their_publish_time_and_a_lossy_restore_is_before_start() {
+        let ttl_ms = 60_000;
+        let mut bus = Bus::new(
+            vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>],
+            Limits { per_topic: 100, ttl_ms, budget: usize::MAX / 2 },
+        );
+        let at = |ms: u64| {
+            let mut e = event("t");
+            e.set_id(EventId { ms, seq: 0 });
+            Arc::new(e)
+        };
+        let now = unix_ms();
+        // Two batches (two segments): the first event is older than the TTL.
+        assert_eq!(bus.restore([at(now - 2 * ttl_ms)]), 1);
+        assert_eq!(bus.restore([at(now - 1000), at(now - 500)]), 2);
+        let resume = |bus: &Bus, after: u64| {
+            let names = [topic("t")];
+            let attached = bus.attach(0, &names, Some((&names, Some(EventId { ms: after, seq: 0 }))));
+            let (gap, events) = attached.replay.unwrap();
+            (gap, events.iter().map(|e| e.id().ms).collect::<Vec<_>>())
+        };
+        // Expired by its original time, so the gap says so (the backplane
+        // turns ids before the boot id into before-start).
+        assert_eq!(resume(&bus, now - 2 * ttl_ms - 1), (Some(Gap::Expired), vec![now - 1000, now - 500]));
+        assert_eq!(resume(&bus, now - 1000), (None, vec![now - 500]), "retained: exactly what was missed");
+        assert_eq!(bus.boot_id(), EventId { ms: now - 2 * ttl_ms, seq: 0 });
+        bus.restored_with_loss();
+        assert!(bus.boot_id() > EventId { ms: now - 500, seq: 0 }, "every earlier id is before this start");
+        let ids = bus.publish(vec![event("t")]).unwrap();
+        assert!(ids[0] >= bus.boot_id());
+    }
+
+    #[test]
     fn patterns_route_to_the_workers_that_hold_them() {
         let bus = Bus::new((0..3).map(|_| Arc::new(Counting(Arc::default())) as Arc<dyn Wake>).collect(), limits());
         let room = ("room/*".to_string(), Some(Pattern::parse("room/*").unwrap()));
