@@ -284,9 +284,8 @@ impl Journal for Log {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
             }
         }
-        let ids: Vec<EventId>;
         if let Some(key) = key.filter(|_| self.settings.key_window_ms > 0) {
-            ids = events.iter().map(|e| e.id()).collect();
+            let ids: Vec<EventId> = events.iter().map(|e| e.id()).collect();
             if let Err(record::TooLarge(why)) =
                 record::encode_key(&mut self.buf, now_ms, key.fingerprint, &key.key, &ids)
             {

@@ -229,7 +229,17 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), RecordError> {
 /// blank line that ends it, and no blank line before it.
 fn check_fields(fields: &[u8]) -> Result<(), &'static str> {
     let Some(body) = fields.strip_suffix(b"\n\n") else { return Err("fields must end with a blank line") };
-    if body.is_empty() || body.contains(&b'\r') || body.windows(2).any(|w| w == b"\n\n") || body[0] == b'\n' {
+    // One pass: no CR, and no empty line (a LF at the start or after a LF).
+    let mut line_start = true;
+    for &b in body {
+        match b {
+            b'\r' => return Err("fields must be one event"),
+            b'\n' if line_start => return Err("fields must be one event"),
+            b'\n' => line_start = true,
+            _ => line_start = false,
+        }
+    }
+    if body.is_empty() {
         return Err("fields must be one event");
     }
     Ok(())
