@@ -324,4 +324,16 @@ mod tests {
         assert!(settings.workers >= 1);
         assert_eq!(settings.cors.origins, ["https://a", "https://b"]);
     }
+
+    #[test]
+    fn data_dir_defaults_to_everysec_and_keys_get_at_most_half_the_history_budget() {
+        assert!(Config::parse_from(["ssehub"]).settings(100).journal.is_none());
+        let settings = Config::parse_from(["ssehub", "--data-dir", "/d", "--history-memory", "8MiB"]).settings(100);
+        let journal = settings.journal.expect("on");
+        assert_eq!((journal.fsync, journal.segment_bytes), (Fsync::Everysec, 16 << 20));
+        assert_eq!(journal.key_window_ms, 600_000);
+        assert_eq!(settings.publish.idempotency_max_bytes, 4 << 20, "16 MiB capped at half of 8 MiB");
+        let always = Config::parse_from(["ssehub", "--data-dir", "/d", "--fsync", "always"]).settings(100);
+        assert_eq!(always.journal.expect("on").fsync, Fsync::Always);
+    }
 }

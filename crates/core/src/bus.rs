@@ -634,6 +634,28 @@ mod tests {
         assert!(ids[0] >= bus.boot_id());
     }
 
+    /// A journal whose writes fail from the second on.
+    struct Failing(usize);
+    impl Journal for Failing {
+        fn append(&mut self, _: &[Arc<Event>], _: Option<&IdempotencyKey>, _: u64) -> io::Result<()> {
+            self.0 += 1;
+            if self.0 > 1 { Err(io::Error::other("disk full")) } else { Ok(()) }
+        }
+        fn release(&mut self, _: Option<EventId>, _: EventId, _: u64) {}
+    }
+
+    #[test]
+    fn a_failed_journal_write_publishes_nothing() {
+        let mut bus = Bus::new(vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>], limits());
+        bus.set_journal(Box::new(Failing(0)));
+        bus.attach(0, &[topic("t")], None);
+        let first = bus.publish(vec![event("t")]).unwrap();
+        assert_eq!(bus.publish(vec![event("t"), event("t")]), Err(Refused::Journal));
+        assert_eq!(bus.inbox(0).pop().map(|e| e.id()), Some(first[0]));
+        assert!(bus.inbox(0).pop().is_none(), "nothing of the failed publish reached a worker");
+        assert_eq!((bus.published(), bus.history_stats().0.events), (1, 1), "nor history");
+    }
+
     #[test]
     fn patterns_route_to_the_workers_that_hold_them() {
         let bus = Bus::new((0..3).map(|_| Arc::new(Counting(Arc::default())) as Arc<dyn Wake>).collect(), limits());
