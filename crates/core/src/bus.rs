@@ -186,7 +186,8 @@ pub struct Bus {
     inboxes: Box<[Inbox]>,
     /// Every worker's bit.
     all: u64,
-    /// The first id this process could issue.
+    /// Where this process began: every id it issues is above it (a restored
+    /// log makes it the first restored id).
     boot: EventId,
     /// Events sequenced so far.
     published: AtomicU64,
@@ -209,7 +210,9 @@ impl Bus {
             .collect();
         let all = if inboxes.len() == 64 { u64::MAX } else { (1u64 << inboxes.len()) - 1 };
         let core = Core {
-            sequencer: Sequencer::new(boot),
+            // Strictly after boot: a stream opened before the first event
+            // names boot as its position, and resuming after it misses nothing.
+            sequencer: Sequencer::new(boot.successor()),
             last: EventId::ZERO,
             interest: HashMap::new(),
             patterns: PatternIndex::new(),
@@ -467,7 +470,7 @@ mod tests {
         let attached = bus.attach(1, &[topic("t")], None);
         assert_eq!(attached.live_after, EventId::ZERO);
         let ids = bus.publish(vec![event("t"), event("t")]).unwrap();
-        assert!(ids[0] < ids[1]);
+        assert!(bus.boot_id() < ids[0] && ids[0] < ids[1], "a stream opened before them names boot as its position");
         assert_eq!((wakes[0].load(Ordering::SeqCst), wakes[1].load(Ordering::SeqCst)), (0, 1));
         assert!(!bus.inbox(1).prepare_sleep(), "events are waiting: do not block");
         assert!(bus.inbox(0).prepare_sleep(), "worker 0 wants none of it");
