@@ -276,9 +276,10 @@ impl Bus {
         {
             let mut core = self.lock();
             let routes: Vec<u64> = events.iter().map(|event| core.route(event, self.all)).collect();
-            for (worker, inbox) in self.inboxes.iter().enumerate() {
+            for worker in workers_in(routes.iter().fold(0, |any, mask| any | mask)) {
                 let wanted = routes.iter().filter(|&&mask| mask & (1 << worker) != 0).count();
-                if wanted > 0 && inbox.queue.capacity() - inbox.queue.len() < wanted {
+                let inbox = &self.inboxes[worker];
+                if inbox.queue.capacity() - inbox.queue.len() < wanted {
                     return Err(Full);
                 }
             }
@@ -308,7 +309,7 @@ impl Bus {
         {
             let mut core = self.lock();
             mask = core.route(&event, self.all);
-            if self.inboxes.iter().enumerate().any(|(w, inbox)| mask & (1 << w) != 0 && inbox.queue.is_full()) {
+            if workers_in(mask).any(|worker| self.inboxes[worker].queue.is_full()) {
                 return Err(Full);
             }
             if event.to_all() {
@@ -398,8 +399,8 @@ impl Bus {
     /// Pushes `event` onto the inboxes in `mask`; room was checked under the
     /// lock, and only lock holders push.
     fn hand_over(&self, event: &Arc<Event>, mask: u64) {
-        for (worker, inbox) in self.inboxes.iter().enumerate() {
-            if mask & (1 << worker) != 0 && inbox.queue.push(Arc::clone(event)).is_err() {
+        for worker in workers_in(mask) {
+            if self.inboxes[worker].queue.push(Arc::clone(event)).is_err() {
                 log::error!("inbox full after capacity check; event {} lost for worker {worker}", event.id());
             }
         }
@@ -407,10 +408,8 @@ impl Bus {
 
     fn wake_sleepers(&self, mask: u64) {
         fence(Ordering::SeqCst);
-        for (worker, inbox) in self.inboxes.iter().enumerate() {
-            if mask & (1 << worker) != 0 {
-                inbox.wake_if_sleeping();
-            }
+        for worker in workers_in(mask) {
+            self.inboxes[worker].wake_if_sleeping();
         }
     }
 
@@ -419,6 +418,18 @@ impl Bus {
         // (each step is complete), so poisoning is ignored.
         self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The workers whose bits `mask` sets, lowest first: an event costs its
+/// interested workers, never a pass over all of them.
+fn workers_in(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let worker = mask.trailing_zeros() as usize;
+        (mask != 0).then(|| {
+            mask &= mask - 1;
+            worker
+        })
+    })
 }
 
 #[cfg(test)]
@@ -459,6 +470,14 @@ mod tests {
 
     fn event(topic: &str) -> Event {
         Event::new(Box::new([topic.into()]), ssehub_protocol::sse::Frame::notice(b"data: x\n\n"))
+    }
+
+    #[test]
+    fn workers_in_lists_the_set_bits_lowest_first() {
+        assert_eq!(workers_in(0).count(), 0);
+        assert_eq!(workers_in(0b1010_0001).collect::<Vec<_>>(), [0, 5, 7]);
+        assert_eq!(workers_in(u64::MAX).collect::<Vec<_>>(), (0..64).collect::<Vec<_>>());
+        assert_eq!(workers_in(1 << 63).collect::<Vec<_>>(), [63]);
     }
 
     #[test]
