@@ -131,13 +131,18 @@ impl<D: Driver> Worker<D> {
             // cookie; the browser hands over the stream only with this. Never with `*`.
             head.extend_from_slice(b"Access-Control-Allow-Credentials: true\r\n");
         }
-        head.extend_from_slice(b"\r\n");
-        // The opening sets the reconnection time and dispatches nothing: a
-        // lone `retry:` line, no blank line, so a fetch-based client that
+        if cors.is_some() {
+            // So a page of another origin can read the stream's position.
+            head.extend_from_slice(b"Access-Control-Expose-Headers: SSEHub-Position\r\n");
+        }
+        // The head ends once the replay is known (it may name the position).
+        // The opening then sets the reconnection time and dispatches nothing:
+        // a lone `retry:` line, no blank line, so a fetch-based client that
         // dispatches every blank line sees no empty message.
 
         if self.conns[key].over_limit {
             // EventSource gives up on a non-200 answer but retries after a closed stream.
+            head.extend_from_slice(b"\r\n");
             let retry = self.jittered_retry();
             framing.push(&mut head, &sse::retry_line(retry));
             head.extend_from_slice(framing.end());
@@ -150,7 +155,6 @@ impl<D: Driver> Worker<D> {
         }
         // A client that already sent its FIN is closed once the stream is set up.
         let peer_closed = matches!(&self.conns[key].state, State::Exchange(exchange) if exchange.peer_closed);
-        framing.push(&mut head, &sse::retry_line(self.shared.settings.streams.retry_ms));
 
         // Listed here, then routed here from the point the bus names: every
         // event after it arrives live, every one before it is in history.
@@ -177,6 +181,17 @@ impl<D: Driver> Worker<D> {
         let resumed_at = after.flatten().unwrap_or(EventId::ZERO);
         let live_after = attached.live_after.max(resumed_at);
         let filtered = self.fanout.busy() || live_after > self.fanout.last_accepted();
+        if matches!(&plan, Replay::Memory(None, replay) if replay.is_empty()) {
+            // Every event after this id reaches the stream live, so a client
+            // that must reconnect before any arrives resumes from it and
+            // misses nothing (ssehub.js does, when a tab takes over a shared
+            // stream). Not with a gap or replay still to come: the position
+            // would claim more than the client has.
+            let position = if live_after == EventId::ZERO { self.shared.bus.boot_id() } else { live_after };
+            head.extend_from_slice(format!("SSEHub-Position: {position}\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        framing.push(&mut head, &sse::retry_line(self.shared.settings.streams.retry_ms));
         if filtered {
             self.fanout.filter(key as u32, live_after);
         }

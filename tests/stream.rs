@@ -35,6 +35,28 @@ fn http11_streams_are_chunked_and_open_without_dispatching_anything() {
     assert_eq!(opening, "retry: 1234\n");
 }
 
+/// A fresh stream names its position; resuming from it misses nothing that
+/// was published meanwhile, whether or not anything was published before.
+#[test]
+fn a_fresh_stream_names_its_position_and_resuming_from_it_misses_nothing() {
+    let server = Server::start(&[]);
+    for round in ["before any event", "after events"] {
+        let sub = server.subscribe("topic=p");
+        let position = header(&sub.head, "ssehub-position").expect("a position header").to_owned();
+        drop(sub);
+        let ids = server.publish("topic=p&data=while+away");
+        let mut back = server.subscribe_with("topic=p", &format!("Last-Event-ID: {position}\r\n"));
+        let event = back.next_event();
+        assert_eq!((event.event_type.as_str(), event.data.as_str()), ("message", "while away"), "{round}");
+        assert_eq!(event.last_event_id, ids[0], "{round}");
+        // A resume with nothing to replay names where it stands, too; one
+        // with events or a gap still to come does not.
+        assert!(header(&back.head, "ssehub-position").is_none(), "{round}: a replay follows");
+    }
+    let sub = server.subscribe_with("topic=p", "Last-Event-ID: 1-0\r\n");
+    assert!(header(&sub.head, "ssehub-position").is_none(), "a gap follows");
+}
+
 #[test]
 fn http10_streams_stay_close_delimited() {
     let server = Server::start(&[]);

@@ -12,7 +12,8 @@
 // nothing. What a stream delivers travels as arrays (all that one read of the
 // response held, so a burst costs one message per tab, not one per event) of
 //   {t: "e", e: {id, type, data}}  an event        {t: "g", d}   ssehub-gap data
-//   {t: "x", m, s}   an error (message, HTTP status or 0)
+//   {t: "x", m, s}   an error (message, HTTP status or 0)   {t: "p", id}  where a
+//   stream starts (the hub's SSEHub-Position header): a take-over before any event resumes from it
 // and the rest as single objects:
 //   {t: "h"} a tab asks for the leader's last id  {t: "a", id}  the answer
 //   {t: "s", k, o} / {t: "q"}: a page joins / leaves the SharedWorker.
@@ -113,6 +114,8 @@ function connect(o, emit) {
           throw fail("the hub answered " + r.status, r.status);
         }
         fails = 0;
+        const p = r.headers.get("SSEHub-Position");
+        if (p) emit([{ t: "p", id: (last = p) }]);
         if ((await read(r.body)) == "expired" && o.tokenUrl) {
           token = "";
           continue;
@@ -156,7 +159,8 @@ export function subscribe({ url = new URL(".", SELF).href, topics, token, tokenU
       if (closed) return;
       if (m.t == "e") {
         if (newer(m.e.id, last)) (last = m.e.id || last), onEvent?.(m.e);
-      } else if (m.t == "g") onGap?.(m.d);
+      } else if (m.t == "p") newer(m.id, last) && (last = m.id);
+      else if (m.t == "g") onGap?.(m.d);
       else if (m.t == "x") onError?.(Object.assign(new Error(m.m), { status: m.s }));
     }
   }

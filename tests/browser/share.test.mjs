@@ -68,3 +68,25 @@ for (const from of ["hub", "page"]) {
     }
   });
 }
+
+// A tab that takes over before any event arrived has no event id to resume
+// from: it resumes from the position the hub named when the stream opened
+// (the SSEHub-Position header). The new leader's request is held until events
+// were published with no connection open, so they can only arrive by resume.
+test("a take-over before any event resumes from the stream's position: nothing published meanwhile is lost", async (t) => {
+  const { pages, hub, context } = await stage(t, (origin) => ["--cors-origin", origin, "--retry", "200"]);
+  const tabs = [await openTab(context, pages, hub, { topics: ["quiet"] })];
+  await until(async () => (await hub.subscribers()) == 1, "the first tab's connection");
+  tabs.push(await openTab(context, pages, hub, { topics: ["quiet"] }));
+  let open;
+  const gate = new Promise((go) => (open = go));
+  await context.route((url) => url.pathname == "/events", async (route) => (await gate, route.continue()));
+  await tabs[0].close();
+  await until(async () => (await hub.subscribers()) == 0, "the first tab's connection gone");
+  const ids = await hub.publish([{ topic: "quiet", data: "one" }, { topic: "quiet", data: "two" }]);
+  open();
+  await until(async () => (await tabs[1].ids()).length >= 2, "the events published during the take-over");
+  await expectExactly(hub, [tabs[1]], ids, "quiet", "after a take-over before any event");
+  assert.deepEqual(await tabs[1].evaluate(() => window.gaps), [], "no gap");
+  assert.deepEqual(tabs[1].problems, [], "no console error");
+});

@@ -224,7 +224,8 @@ pub struct Bus {
     inboxes: Box<[Inbox]>,
     /// Every worker's bit.
     all: u64,
-    /// The first id this process could issue.
+    /// Where this process began: every id it issues is above it (a restored
+    /// log makes it the first restored id).
     boot: EventId,
     /// Events sequenced so far.
     published: AtomicU64,
@@ -247,7 +248,9 @@ impl Bus {
             .collect();
         let all = if inboxes.len() == 64 { u64::MAX } else { (1u64 << inboxes.len()) - 1 };
         let core = Core {
-            sequencer: Sequencer::new(boot),
+            // Strictly after boot: a stream opened before the first event
+            // names boot as its position, and resuming after it misses nothing.
+            sequencer: Sequencer::new(boot.successor()),
             last: EventId::ZERO,
             interest: HashMap::new(),
             patterns: PatternIndex::new(),
@@ -294,7 +297,8 @@ impl Bus {
     pub fn restored_with_loss(&mut self) {
         let core = self.core.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.boot = core.sequencer.next.max(EventId { ms: unix_ms(), seq: 0 });
-        core.sequencer = Sequencer::new(self.boot);
+        // Every id issued from here is above boot (see `Bus::boot`).
+        core.sequencer = Sequencer::new(self.boot.successor());
     }
 
     /// Before the workers start (after [`Bus::restore`]): every publish is
@@ -346,9 +350,10 @@ impl Bus {
             let mut guard = self.lock();
             let core = &mut *guard;
             let routes: Vec<u64> = events.iter().map(|event| core.route(event, self.all)).collect();
-            for (worker, inbox) in self.inboxes.iter().enumerate() {
+            for worker in workers_in(routes.iter().fold(0, |any, mask| any | mask)) {
                 let wanted = routes.iter().filter(|&&mask| mask & (1 << worker) != 0).count();
-                if wanted > 0 && inbox.queue.capacity() - inbox.queue.len() < wanted {
+                let inbox = &self.inboxes[worker];
+                if inbox.queue.capacity() - inbox.queue.len() < wanted {
                     return Err(Refused::Full);
                 }
             }
@@ -389,7 +394,7 @@ impl Bus {
         {
             let mut core = self.lock();
             mask = core.route(&event, self.all);
-            if self.inboxes.iter().enumerate().any(|(w, inbox)| mask & (1 << w) != 0 && inbox.queue.is_full()) {
+            if workers_in(mask).any(|worker| self.inboxes[worker].queue.is_full()) {
                 return Err(Full);
             }
             if event.to_all() {
@@ -486,8 +491,8 @@ impl Bus {
     /// Pushes `event` onto the inboxes in `mask`; room was checked under the
     /// lock, and only lock holders push.
     fn hand_over(&self, event: &Arc<Event>, mask: u64) {
-        for (worker, inbox) in self.inboxes.iter().enumerate() {
-            if mask & (1 << worker) != 0 && inbox.queue.push(Arc::clone(event)).is_err() {
+        for worker in workers_in(mask) {
+            if self.inboxes[worker].queue.push(Arc::clone(event)).is_err() {
                 log::error!("inbox full after capacity check; event {} lost for worker {worker}", event.id());
             }
         }
@@ -495,10 +500,8 @@ impl Bus {
 
     fn wake_sleepers(&self, mask: u64) {
         fence(Ordering::SeqCst);
-        for (worker, inbox) in self.inboxes.iter().enumerate() {
-            if mask & (1 << worker) != 0 {
-                inbox.wake_if_sleeping();
-            }
+        for worker in workers_in(mask) {
+            self.inboxes[worker].wake_if_sleeping();
         }
     }
 
@@ -507,6 +510,18 @@ impl Bus {
         // (each step is complete), so poisoning is ignored.
         self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The workers whose bits `mask` sets, lowest first: an event costs its
+/// interested workers, never a pass over all of them.
+fn workers_in(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let worker = mask.trailing_zeros() as usize;
+        (mask != 0).then(|| {
+            mask &= mask - 1;
+            worker
+        })
+    })
 }
 
 #[cfg(test)]
@@ -550,6 +565,14 @@ mod tests {
     }
 
     #[test]
+    fn workers_in_lists_the_set_bits_lowest_first() {
+        assert_eq!(workers_in(0).count(), 0);
+        assert_eq!(workers_in(0b1010_0001).collect::<Vec<_>>(), [0, 5, 7]);
+        assert_eq!(workers_in(u64::MAX).collect::<Vec<_>>(), (0..64).collect::<Vec<_>>());
+        assert_eq!(workers_in(1 << 63).collect::<Vec<_>>(), [63]);
+    }
+
+    #[test]
     fn events_reach_only_interested_workers_which_are_woken_only_if_sleeping() {
         let wakes: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
         let bus =
@@ -558,7 +581,7 @@ mod tests {
         let attached = bus.attach(1, &[topic("t")], None);
         assert_eq!(attached.live_after, EventId::ZERO);
         let ids = bus.publish(vec![event("t"), event("t")]).unwrap();
-        assert!(ids[0] < ids[1]);
+        assert!(bus.boot_id() < ids[0] && ids[0] < ids[1], "a stream opened before them names boot as its position");
         assert_eq!((wakes[0].load(Ordering::SeqCst), wakes[1].load(Ordering::SeqCst)), (0, 1));
         assert!(!bus.inbox(1).prepare_sleep(), "events are waiting: do not block");
         assert!(bus.inbox(0).prepare_sleep(), "worker 0 wants none of it");
@@ -631,7 +654,7 @@ mod tests {
         bus.restored_with_loss();
         assert!(bus.boot_id() > EventId { ms: now - 500, seq: 0 }, "every earlier id is before this start");
         let ids = bus.publish(vec![event("t")]).unwrap();
-        assert!(ids[0] >= bus.boot_id());
+        assert!(ids[0] > bus.boot_id());
     }
 
     /// A journal whose writes fail from the second on.
