@@ -383,4 +383,21 @@ mod tests {
         assert_eq!(files, 1, "the open segment stays");
         let _ = fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_segment_holding_a_key_stays_until_the_key_window_ends() {
+        let dir = tempdir("release-keys");
+        let (mut log, _, _) = reopen(&dir, 100);
+        let key = IdempotencyKey { key: "k".into(), fingerprint: [1; 16] };
+        log.append(&[event(1, "t", "keyed")], Some(&key), 1_000).unwrap();
+        for i in 2..=6 {
+            log.append(&[event(i, "t", "some data")], None, 1_000).unwrap();
+        }
+        let last = EventId { ms: 6, seq: 0 };
+        log.release(None, last, 1_000 + 59_999);
+        assert_eq!(log.closed.front().map(|c| c.last_id.ms), Some(1), "the key's window (60 s) is not over");
+        log.release(None, last, 1_000 + 60_000);
+        assert!(log.closed.is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
