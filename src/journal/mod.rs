@@ -146,7 +146,7 @@ struct Active {
 struct ToSync {
     /// The open segment.
     current: Option<Arc<File>>,
-    /// Closed segments not yet synced since their last write, and the directory.
+    /// Closed segments whose last writes are not yet synced.
     closed: Vec<Arc<File>>,
 }
 
