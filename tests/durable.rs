@@ -284,3 +284,58 @@ fn an_idempotency_key_survives_a_restart() {
     assert_eq!(server.metric("ssehub_events_published_total"), 0, "nothing was published again");
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn after_a_sigkill_mid_flight_every_id_a_client_holds_is_in_the_log() {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = common::temp_dir("durable-inflight");
+    let mut server = start(&dir, &["--history", "100000"]);
+    let mut sub = server.subscribe("topic=k");
+    assert_eq!(sub.status(), 200);
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishers: Vec<_> = (0..2)
+        .map(|p| {
+            let (addr, stop) = (server.addr, Arc::clone(&stop));
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let request = common::publish_request(&format!("topic=k&data=p{p}"), "Connection: close\r\n");
+                let mut acked = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    // Any failure means the server is gone: what was answered is what counts.
+                    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { break };
+                    let mut response = Vec::new();
+                    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_end(&mut response).is_err() {
+                        break;
+                    }
+                    let response = String::from_utf8_lossy(&response);
+                    // Only a whole answer counts: a status and every byte of its body.
+                    let length = common::header(&response, "content-length").and_then(|v| v.parse::<usize>().ok());
+                    if !response.starts_with("HTTP/1.1 200 ") || length != Some(common::body_of(&response).len()) {
+                        break;
+                    }
+                    acked.extend(common::body_of(&response).lines().map(str::to_owned));
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    while seen.len() < 300 {
+        seen.insert(sub.next_event().last_event_id);
+    }
+    common::signal(server.pid(), libc::SIGKILL);
+    assert_eq!(server.wait_exit(), None);
+    stop.store(true, Ordering::Relaxed);
+    seen.extend(sub.read_until_closed().into_iter().map(|e| e.last_event_id));
+    let acked: BTreeSet<String> = publishers.into_iter().flat_map(|p| p.join().expect("publisher")).collect();
+
+    let server = start(&dir, &["--history", "100000"]);
+    let logged: BTreeSet<String> = resume(&server, "k", "1-0").into_iter().skip(1).map(|(_, _, id)| id).collect();
+    assert!(seen.is_subset(&logged), "delivered but not logged: {:?}", seen.difference(&logged).collect::<Vec<_>>());
+    assert!(acked.is_subset(&logged), "answered but not logged: {:?}", acked.difference(&logged).collect::<Vec<_>>());
+    assert!(acked.len() >= 300 && seen.len() >= 300);
+    let _ = fs::remove_dir_all(&dir);
+}
