@@ -1,5 +1,7 @@
 //! Durable history (`--data-dir`) on the real binary: restarts after
 //! SIGTERM and SIGKILL resume without a gap and ids keep increasing; a
+//! SIGKILL while publishers and a subscriber are busy leaves no delivered or
+//! answered id out of the log; a
 //! damaged log (torn or garbage tail, a flipped byte, an empty segment)
 //! starts, is cut, and resumes get the gap rule; the lock; segments deleted
 //! as history expires them; every `--fsync` mode; idempotency keys across a
