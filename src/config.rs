@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use ssehub_protocol::http::Limits;
 
+use crate::journal::{Fsync, JournalSettings};
 use crate::settings::{
     AuthSettings, ClusterSettings, Cors, PublishSettings, ReactorSettings, Settings, StreamSettings,
 };
@@ -125,6 +126,22 @@ pub struct Config {
     #[arg(long, env = "SSEHUB_REDIS_MAXLEN", default_value_t = 100_000)]
     pub redis_maxlen: u64,
 
+    /// Standalone: keep history in an on-disk log in this directory, so it
+    /// survives restarts (events are written before their publish is answered).
+    /// Refused with --redis, whose stream is already the durable log.
+    #[arg(long, env = "SSEHUB_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// With --data-dir: when the log is forced to disk: after every write
+    /// (`always`), at most once a second in the background (`everysec`), or
+    /// when the OS decides (`no`).
+    #[arg(long, env = "SSEHUB_FSYNC", value_enum, default_value_t = FsyncFlag::Everysec)]
+    pub fsync: FsyncFlag,
+
+    /// With --data-dir: size past which a log segment is closed and a new one begun.
+    #[arg(long, env = "SSEHUB_DATA_SEGMENT_BYTES", default_value = "16MiB", value_parser = parse_bytes, hide = true)]
+    pub data_segment_bytes: usize,
+
     /// The live page at `/` and the browser client at `/ssehub.js` (`off` answers 404 there).
     #[arg(long, env = "SSEHUB_UI", value_enum, default_value_t = Switch::On)]
     pub ui: Switch,
@@ -132,6 +149,17 @@ pub struct Config {
     /// Log filter (error, warn, info, debug, trace; RUST_LOG syntax).
     #[arg(long, env = "SSEHUB_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// `--fsync`'s values.
+#[derive(clap::ValueEnum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FsyncFlag {
+    /// After every write.
+    Always,
+    /// At most once a second, in the background.
+    Everysec,
+    /// Never asked for.
+    No,
 }
 
 /// A feature flag's value.
@@ -178,7 +206,9 @@ impl Config {
             },
             publish: PublishSettings {
                 idempotency_window: self.idempotency_window,
-                idempotency_max_bytes: self.idempotency_max_bytes,
+                // Keys are charged to --history-memory (see backplane::local):
+                // they may take at most half of it.
+                idempotency_max_bytes: self.idempotency_max_bytes.min(self.history_memory / 2),
             },
             limits: Limits { max_body: self.max_body },
             auth: AuthSettings {
@@ -198,6 +228,16 @@ impl Config {
                 maxlen: self.redis_maxlen,
                 history: self.history,
                 idempotency_window: self.idempotency_window,
+            }),
+            journal: self.data_dir.clone().map(|dir| JournalSettings {
+                dir,
+                fsync: match self.fsync {
+                    FsyncFlag::Always => Fsync::Always,
+                    FsyncFlag::Everysec => Fsync::Everysec,
+                    FsyncFlag::No => Fsync::No,
+                },
+                segment_bytes: self.data_segment_bytes.max(4096) as u64,
+                key_window_ms: self.idempotency_window.as_millis() as u64,
             }),
             ui: self.ui == Switch::On,
         }
@@ -283,5 +323,17 @@ mod tests {
             Config::parse_from(["ssehub", "--workers", "0", "--cors-origin", "https://a,https://b"]).settings(100);
         assert!(settings.workers >= 1);
         assert_eq!(settings.cors.origins, ["https://a", "https://b"]);
+    }
+
+    #[test]
+    fn data_dir_defaults_to_everysec_and_keys_get_at_most_half_the_history_budget() {
+        assert!(Config::parse_from(["ssehub"]).settings(100).journal.is_none());
+        let settings = Config::parse_from(["ssehub", "--data-dir", "/d", "--history-memory", "8MiB"]).settings(100);
+        let journal = settings.journal.expect("on");
+        assert_eq!((journal.fsync, journal.segment_bytes), (Fsync::Everysec, 16 << 20));
+        assert_eq!(journal.key_window_ms, 600_000);
+        assert_eq!(settings.publish.idempotency_max_bytes, 4 << 20, "16 MiB capped at half of 8 MiB");
+        let always = Config::parse_from(["ssehub", "--data-dir", "/d", "--fsync", "always"]).settings(100);
+        assert_eq!(always.journal.expect("on").fsync, Fsync::Always);
     }
 }

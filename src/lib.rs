@@ -12,6 +12,7 @@
 //! - [`app`]: what each request means, decided without a socket in sight.
 //! - [`auth`], [`response`]: who may do what; every refusal and its status.
 //! - [`backplane`]: what orders events: in-process, or a Redis stream (`redis` feature).
+//! - [`journal`]: the durable log of `--data-dir` (standalone history across restarts).
 //! - [`conn`], [`timer`], [`metrics`]: connection state, deadlines, counters.
 //! - [`config`], [`settings`], [`server`]: flags, per-subsystem settings, start and stop.
 //! - [`ui`]: the live page at `/` and the browser client at `/ssehub.js`, embedded.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod conn;
 pub mod driver;
 mod exchange;
+pub mod journal;
 pub mod metrics;
 pub mod reactor;
 pub mod response;

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let server = match Server::bind(config.settings(open_files)) {
         Ok(server) => server,
         Err(error) => {
-            log::error!("cannot listen: {error}");
+            log::error!("cannot start: {error}");
             return ExitCode::FAILURE;
         }
     };

@@ -18,6 +18,7 @@ use crate::auth::token::TokenAuthorizer;
 use crate::backplane::local::Local;
 use crate::driver::Driver;
 use crate::driver::epoll::Epoll;
+use crate::journal::Log;
 use crate::metrics::WorkerStats;
 use crate::reactor::{Shared, Worker};
 use crate::settings::Settings;
@@ -90,6 +91,13 @@ impl Server {
     /// Refuses an address another process already listens on.
     pub fn bind(settings: Settings) -> io::Result<Server> {
         let count = settings.workers;
+        if settings.journal.is_some() && settings.cluster.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--data-dir is for standalone mode: with --redis the Redis stream is already the durable log \
+                 (drop --data-dir, or --redis)",
+            ));
+        }
         ensure_unused(settings.listen)?;
         let first = reuseport_listener(settings.listen)?;
         let local_addr = first.local_addr()?;
@@ -111,9 +119,33 @@ impl Server {
         } else {
             Box::new(TokenAuthorizer::new(&settings.auth))
         };
-        let bus = Arc::new(Bus::new(wakers, settings.streams.history_limits()));
+        let mut bus = Bus::new(wakers, settings.streams.history_limits());
+        let (restored_keys, journal_stats) = match &settings.journal {
+            None => (Vec::new(), None),
+            Some(journal) => {
+                let started = std::time::Instant::now();
+                let mut events = 0;
+                let (log, recovered) = Log::open(journal.clone(), |batch| events += bus.restore(batch))?;
+                if recovered.lost {
+                    bus.restored_with_loss();
+                }
+                log::info!(
+                    "durable history: {events} events restored in {} ms (--fsync {:?})",
+                    started.elapsed().as_millis(),
+                    journal.fsync
+                );
+                log.start_sync_thread()?;
+                let stats = log.stats();
+                bus.set_journal(Box::new(log));
+                (recovered.keys, Some(stats))
+            }
+        };
+        let bus = Arc::new(bus);
         let (backplane, threads): (Box<dyn Backplane>, BackplaneThreads) = match &settings.cluster {
-            None => (Box::new(Local::new(Arc::clone(&bus), &settings.publish)), BackplaneThreads::None),
+            None => (
+                Box::new(Local::new(Arc::clone(&bus), &settings.publish, restored_keys, journal_stats)),
+                BackplaneThreads::None,
+            ),
             #[cfg(feature = "redis")]
             Some(cluster) => {
                 let (cluster, threads) = crate::backplane::redis::Cluster::new(cluster.clone())?;

@@ -31,6 +31,8 @@ pub struct Settings {
     pub cors: Cors,
     /// Cluster mode (`--redis`), if on.
     pub cluster: Option<ClusterSettings>,
+    /// Standalone durable history (`--data-dir`), if on.
+    pub journal: Option<crate::journal::JournalSettings>,
     /// `--ui on`: serve the live page at `/` and the client at `/ssehub.js`.
     pub ui: bool,
 }

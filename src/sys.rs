@@ -18,3 +18,21 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
     }
     Ok(limit.rlim_cur)
 }
+
+/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` if
+/// another open file description (another process) holds it. The lock
+/// lasts as long as the descriptor, and the kernel drops it when the
+/// process dies, however it dies.
+pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call (borrowed
+    // from `file`); flock takes no pointers.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(error),
+    }
+}

@@ -31,6 +31,7 @@ use serde::Serialize;
 use crate::cause::{Cause, CauseCounts};
 use crate::http::{self, BodyDecoder, Framing, HeadBuffer};
 use crate::payload;
+use crate::stats::{Percentiles, new_histogram, percentiles};
 use crate::sys;
 use crate::template::{Template, Vars};
 
@@ -137,6 +138,8 @@ struct ThreadReport {
     last_done_ns: u64,
     max_lag_ns: u64,
     late: u64,
+    /// Send to answer of each successful publish, ns (made on first use).
+    acks: Option<hdrhistogram::Histogram<u64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,6 +157,9 @@ pub struct PubReport {
     /// Sends more than one interval behind schedule.
     pub late_events: u64,
     pub overloaded: bool,
+    /// Publish acknowledgement latency: request written to answer read,
+    /// successful publishes only.
+    pub ack: Percentiles,
     #[serde(skip)]
     pub first_send_ns: u64,
 }
@@ -223,6 +229,9 @@ impl Publisher {
             total.last_done_ns = total.last_done_ns.max(r.last_done_ns);
             total.max_lag_ns = total.max_lag_ns.max(r.max_lag_ns);
             total.late += r.late;
+            if let Some(acks) = r.acks {
+                let _ = total.acks.get_or_insert_with(new_histogram).add(&acks);
+            }
         }
         let seconds = if total.first_send_ns > 0 {
             total.last_done_ns.saturating_sub(total.first_send_ns) as f64 / 1e9
@@ -245,6 +254,7 @@ impl Publisher {
             max_lag_us: total.max_lag_ns as f64 / 1e3,
             late_events: total.late,
             overloaded,
+            ack: total.acks.as_ref().map(percentiles).unwrap_or_default(),
             first_send_ns: total.first_send_ns,
         }
     }
@@ -306,7 +316,9 @@ fn run_thread(j: usize, setup: &PubSetup, shared: &Shared, start_ns: u64) -> Thr
         }
         rep.attempted += 1;
         let seq = next_n[topic as usize] * setup.modulus + u64::from(topic);
+        let mut sent_ns = 0;
         let result = publish_one(setup, &mut conn, &mut bufs, topic, seq, |send_ns| {
+            sent_ns = send_ns;
             if rep.first_send_ns == 0 {
                 rep.first_send_ns = send_ns;
             }
@@ -321,6 +333,8 @@ fn run_thread(j: usize, setup: &PubSetup, shared: &Shared, start_ns: u64) -> Thr
         rep.last_done_ns = sys::now_ns();
         match result {
             Ok(()) => {
+                let ack = rep.last_done_ns.saturating_sub(sent_ns).max(1);
+                let _ = rep.acks.get_or_insert_with(new_histogram).record(ack);
                 next_n[topic as usize] += 1;
                 setup.published[topic as usize].store(next_n[topic as usize], Relaxed);
                 rep.ok += 1;

@@ -173,6 +173,10 @@ pub fn print_table(r: &Report) {
         );
         row("errors", format!("{} ({})", num(p.error_count), p.errors.summary()));
         row("rate achieved", format!("{:.1}/s over {:.2} s", p.rate_achieved, p.seconds));
+        row(
+            "ack latency",
+            format!("p50 {:.0} us, p99 {:.0} us, max {:.0} us", p.ack.p50_us, p.ack.p99_us, p.ack.max_us),
+        );
         if let crate::publisher::Pace::Rate(rate) = p.pace {
             row(
                 "schedule",

@@ -15,6 +15,13 @@
 //! publisher wakes (one [`Wake::wake`], an `eventfd` write) only workers that
 //! set the flag, so a busy worker costs publishers nothing.
 //!
+//! With a durable log ([`Journal`], `--data-dir`) the sequencer also
+//! appends each publish's records to it, under the same lock, after the ids
+//! are stamped and before anything is recorded or pushed: an event reaches
+//! no worker (so no subscriber, no publisher's answer) before its record is
+//! written, and records are written in id order. If the write fails,
+//! nothing of the publish happens (its ids are simply never used).
+//!
 //! A backplane that orders events itself (a shared log) hands them over
 //! already in order ([`Bus::push_sequenced`]); answers to a worker's requests
 //! come back through the same inbox ([`Bus::reply`]).
@@ -29,7 +36,7 @@ use crossbeam_queue::{ArrayQueue, SegQueue};
 use ssehub_protocol::EventId;
 use ssehub_protocol::pattern::Pattern;
 
-use crate::backplane::Reply;
+use crate::backplane::{IdempotencyKey, Reply};
 use crate::event::Event;
 use crate::history::{Gap, History, HistoryStats, Limits};
 use crate::pattern_index::PatternIndex;
@@ -120,6 +127,35 @@ impl Inbox {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Full;
 
+/// Why a publish did not happen (nothing of it did).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// A worker's queue lacks room ([`Full`]).
+    Full,
+    /// The durable log could not be written (logged by the [`Journal`]).
+    Journal,
+}
+
+impl From<Full> for Refused {
+    fn from(Full: Full) -> Self {
+        Refused::Full
+    }
+}
+
+/// Where the sequencer writes every publish before any worker sees it: a
+/// durable log (`--data-dir`). Called under the sequencer's lock, in id order.
+pub trait Journal: Send {
+    /// Appends `events` (stamped, in id order) and, for a keyed publish, the
+    /// key remembered at `now_ms` with their ids, in one write. An error
+    /// means nothing of it may be published; the journal logs it.
+    fn append(&mut self, events: &[Arc<Event>], key: Option<&IdempotencyKey>, now_ms: u64) -> io::Result<()>;
+
+    /// History retains nothing before `oldest` (`None`: nothing at all, up
+    /// to and including `last`): the log may delete what lies entirely
+    /// below it. Called about once a second.
+    fn release(&mut self, oldest: Option<EventId>, last: EventId, now_ms: u64);
+}
+
 /// Most workers a bus serves: interest is one bit per worker in a `u64`.
 pub const MAX_WORKERS: usize = 64;
 
@@ -150,6 +186,8 @@ struct Core {
     patterns: PatternIndex<u8>,
     /// Every topic's recent events, held once.
     history: History,
+    /// The durable log every publish is written to first (`--data-dir`).
+    journal: Option<Box<dyn Journal>>,
 }
 
 impl Core {
@@ -217,26 +255,30 @@ impl Bus {
             interest: HashMap::new(),
             patterns: PatternIndex::new(),
             history: History::new(limits),
+            journal: None,
         };
         Bus { core: Mutex::new(core), inboxes, all, boot, published: AtomicU64::new(0) }
     }
 
     /// Before the workers start: takes back events from a durable log, in id
-    /// order. Each goes through history as if just published (so the bounds
-    /// drop now what they would have dropped, and gaps stay exact), ids
-    /// continue after the last one, and the first becomes the boot id: a
-    /// resume from before it gets `before-start`. Returns how many were taken.
+    /// order (in one call or several). Each goes through history as if just
+    /// published, its age measured from its id's time, not from now (so the
+    /// bounds drop now what they would have dropped, expired events leave
+    /// exact `expired` gaps), ids continue after the last one, and the very
+    /// first becomes the boot id: a resume from before it gets
+    /// `before-start`. Returns how many were taken.
     pub fn restore(&mut self, events: impl IntoIterator<Item = Arc<Event>>) -> usize {
         let now = unix_ms();
         let core = self.core.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut restored = 0;
         for event in events {
-            if event.to_all() || event.id() <= core.last && restored > 0 {
+            if event.to_all() || event.id() <= core.last {
                 continue; // not in order: the log is checked before it gets here
             }
-            if restored == 0 {
+            if core.last == EventId::ZERO {
                 self.boot = event.id();
             }
+            // History's TTL compares an event's id time with `now`.
             core.history.record(&event, now);
             core.last = event.id();
             restored += 1;
@@ -245,6 +287,30 @@ impl Bus {
             core.sequencer = Sequencer::new(core.last.successor().max(EventId { ms: now, seq: 0 }));
         }
         restored
+    }
+
+    /// Before the workers start, after [`Bus::restore`]: the durable log was
+    /// damaged, so events clients received may be missing from what was
+    /// restored. Every resume from an id before the next one issued then
+    /// gets `before-start` (and the retained events after it), never a
+    /// silent hole.
+    pub fn restored_with_loss(&mut self) {
+        let core = self.core.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.boot = core.sequencer.next.max(EventId { ms: unix_ms(), seq: 0 });
+        // Every id issued from here is above boot (see `Bus::boot`).
+        core.sequencer = Sequencer::new(self.boot.successor());
+    }
+
+    /// Before the workers start (after [`Bus::restore`]): every publish is
+    /// written to `journal` before any worker sees it.
+    pub fn set_journal(&mut self, journal: Box<dyn Journal>) {
+        self.core.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).journal = Some(journal);
+    }
+
+    /// Charges `bytes` held for idempotency keys to history's budget (see
+    /// [`History::charge_external`]).
+    pub fn charge_keys(&self, bytes: usize) {
+        self.lock().history.charge_external(bytes, unix_ms());
     }
 
     /// Worker `worker`'s inbox.
@@ -269,29 +335,48 @@ impl Bus {
 
     /// Orders `events`, records them in history, hands each to the workers
     /// that want it and returns their ids. All or nothing: if a worker's
-    /// queue lacks room for what it would get, nothing is published.
-    pub fn publish(&self, events: Vec<Event>) -> Result<Vec<EventId>, Full> {
+    /// queue lacks room for what it would get, or the journal cannot be
+    /// written, nothing is published.
+    pub fn publish(&self, events: Vec<Event>) -> Result<Vec<EventId>, Refused> {
+        self.publish_keyed(events, None)
+    }
+
+    /// [`Bus::publish`], with the idempotency key it is remembered under
+    /// written to the journal in the same write as its events.
+    pub fn publish_keyed(&self, events: Vec<Event>, key: Option<&IdempotencyKey>) -> Result<Vec<EventId>, Refused> {
         let mut ids = Vec::with_capacity(events.len());
         let mut woken = 0u64;
         {
-            let mut core = self.lock();
+            let mut guard = self.lock();
+            let core = &mut *guard;
             let routes: Vec<u64> = events.iter().map(|event| core.route(event, self.all)).collect();
             for worker in workers_in(routes.iter().fold(0, |any, mask| any | mask)) {
                 let wanted = routes.iter().filter(|&&mask| mask & (1 << worker) != 0).count();
                 let inbox = &self.inboxes[worker];
                 if inbox.queue.capacity() - inbox.queue.len() < wanted {
-                    return Err(Full);
+                    return Err(Refused::Full);
                 }
             }
             let now = unix_ms();
-            for (mut event, mask) in events.into_iter().zip(routes) {
-                let id = core.sequencer.next(now);
-                event.set_id(id);
-                ids.push(id);
-                let event = Arc::new(event);
-                core.history.record(&event, now);
-                core.last = id;
-                self.hand_over(&event, mask);
+            let events: Vec<Arc<Event>> = events
+                .into_iter()
+                .map(|mut event| {
+                    let id = core.sequencer.next(now);
+                    event.set_id(id);
+                    ids.push(id);
+                    Arc::new(event)
+                })
+                .collect();
+            // INVARIANT: written before any of it is recorded or pushed.
+            if let Some(journal) = &mut core.journal
+                && journal.append(&events, key, now).is_err()
+            {
+                return Err(Refused::Journal);
+            }
+            for (event, mask) in events.iter().zip(routes) {
+                core.history.record(event, now);
+                core.last = event.id();
+                self.hand_over(event, mask);
                 woken |= mask;
             }
             self.published.fetch_add(ids.len() as u64, Ordering::Relaxed);
@@ -369,8 +454,15 @@ impl Bus {
 
     /// Drops what history holds past `--history-ttl` (called about once a
     /// second, so memory is given back when nothing is published).
+    /// With a journal, also lets it delete what history no longer retains.
     pub fn expire(&self) {
-        self.lock().history.expire(unix_ms());
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        let now = unix_ms();
+        core.history.expire(now);
+        if let Some(journal) = &mut core.journal {
+            journal.release(core.history.oldest(), core.last, now);
+        }
     }
 
     /// History's figures, and topics with a subscriber somewhere.
@@ -505,7 +597,7 @@ mod tests {
         assert_eq!((gap, replay.iter().map(|e| e.id()).collect::<Vec<_>>()), (None, quiet.clone()));
         // All or nothing, counted only for the workers that would get them.
         let too_many: Vec<Event> = (0..INBOX_CAPACITY + 1).map(|_| event("t")).collect();
-        assert_eq!(bus.publish(too_many), Err(Full));
+        assert_eq!(bus.publish(too_many), Err(Refused::Full));
         bus.detach(1, &[topic("t")]);
         let unwanted: Vec<Event> = (0..INBOX_CAPACITY + 1).map(|_| event("t")).collect();
         assert!(bus.publish(unwanted).is_ok(), "no one wants t any more: no queue can be full");
@@ -530,6 +622,61 @@ mod tests {
         let (gap, replay) = attached.replay.unwrap();
         assert_eq!(gap, None);
         assert_eq!(replay.iter().map(|e| e.id()).collect::<Vec<_>>(), [EventId { ms: future + 1, seq: 0 }, ids[0]]);
+    }
+
+    #[test]
+    fn restored_events_age_from_their_publish_time_and_a_lossy_restore_is_before_start() {
+        let ttl_ms = 60_000;
+        let mut bus = Bus::new(
+            vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>],
+            Limits { per_topic: 100, ttl_ms, budget: usize::MAX / 2 },
+        );
+        let at = |ms: u64| {
+            let mut e = event("t");
+            e.set_id(EventId { ms, seq: 0 });
+            Arc::new(e)
+        };
+        let now = unix_ms();
+        // Two batches (two segments): the first event is older than the TTL.
+        assert_eq!(bus.restore([at(now - 2 * ttl_ms)]), 1);
+        assert_eq!(bus.restore([at(now - 1000), at(now - 500)]), 2);
+        let resume = |bus: &Bus, after: u64| {
+            let names = [topic("t")];
+            let attached = bus.attach(0, &names, Some((&names, Some(EventId { ms: after, seq: 0 }))));
+            let (gap, events) = attached.replay.unwrap();
+            (gap, events.iter().map(|e| e.id().ms).collect::<Vec<_>>())
+        };
+        // Expired by its original time, so the gap says so (the backplane
+        // turns ids before the boot id into before-start).
+        assert_eq!(resume(&bus, now - 2 * ttl_ms - 1), (Some(Gap::Expired), vec![now - 1000, now - 500]));
+        assert_eq!(resume(&bus, now - 1000), (None, vec![now - 500]), "retained: exactly what was missed");
+        assert_eq!(bus.boot_id(), EventId { ms: now - 2 * ttl_ms, seq: 0 });
+        bus.restored_with_loss();
+        assert!(bus.boot_id() > EventId { ms: now - 500, seq: 0 }, "every earlier id is before this start");
+        let ids = bus.publish(vec![event("t")]).unwrap();
+        assert!(ids[0] > bus.boot_id());
+    }
+
+    /// A journal whose writes fail from the second on.
+    struct Failing(usize);
+    impl Journal for Failing {
+        fn append(&mut self, _: &[Arc<Event>], _: Option<&IdempotencyKey>, _: u64) -> io::Result<()> {
+            self.0 += 1;
+            if self.0 > 1 { Err(io::Error::other("disk full")) } else { Ok(()) }
+        }
+        fn release(&mut self, _: Option<EventId>, _: EventId, _: u64) {}
+    }
+
+    #[test]
+    fn a_failed_journal_write_publishes_nothing() {
+        let mut bus = Bus::new(vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>], limits());
+        bus.set_journal(Box::new(Failing(0)));
+        bus.attach(0, &[topic("t")], None);
+        let first = bus.publish(vec![event("t")]).unwrap();
+        assert_eq!(bus.publish(vec![event("t"), event("t")]), Err(Refused::Journal));
+        assert_eq!(bus.inbox(0).pop().map(|e| e.id()), Some(first[0]));
+        assert!(bus.inbox(0).pop().is_none(), "nothing of the failed publish reached a worker");
+        assert_eq!((bus.published(), bus.history_stats().0.events), (1, 1), "nor history");
     }
 
     #[test]
@@ -574,7 +721,7 @@ mod tests {
                                     published.lock().unwrap().push((t, ids[0]));
                                     break;
                                 }
-                                Err(Full) => std::thread::yield_now(),
+                                Err(_) => std::thread::yield_now(),
                             }
                         }
                     }

@@ -199,6 +199,9 @@ pub struct History {
     tombs_dropped: Option<(EventId, Gap)>,
     /// Bytes held (see the constants above).
     bytes: usize,
+    /// Bytes held elsewhere but charged to the same budget (a standalone
+    /// hub's idempotency keys): history keeps within `budget - external`.
+    external: usize,
     /// Retained events.
     live: usize,
     /// Drop counts.
@@ -216,6 +219,7 @@ impl History {
             tomb_order: VecDeque::new(),
             tombs_dropped: None,
             bytes: 0,
+            external: 0,
             live: 0,
             drops: Drops::default(),
         }
@@ -361,7 +365,22 @@ impl History {
 
     /// Forgets everything (the stream the events came from was reset).
     pub fn clear(&mut self) {
+        let external = self.external;
         *self = History::new(self.limits);
+        self.external = external;
+    }
+
+    /// Charges `bytes` held outside history to its budget (replacing the
+    /// previous charge), evicting the oldest events now if that puts it over.
+    pub fn charge_external(&mut self, bytes: usize, now_ms: u64) {
+        self.external = bytes;
+        self.enforce(now_ms);
+    }
+
+    /// The oldest event still retained: every earlier one has left history
+    /// (what a durable log may delete up to).
+    pub fn oldest(&self) -> Option<EventId> {
+        self.order.iter().find(|slot| slot.event.is_some()).map(|slot| slot.id)
     }
 
     /// Figures for `/metrics`.
@@ -396,7 +415,7 @@ impl History {
                 self.drop_oldest_tombstone();
             }
         }
-        while self.bytes > self.limits.budget {
+        while self.bytes + self.external > self.limits.budget {
             // Tombstones may use a quarter of the budget; past that, or with
             // no event left, the oldest goes. Otherwise the oldest event.
             let tombs_over = self.tombstones.len() * TOMBSTONE_BYTES > self.limits.budget / TOMBSTONE_SHARE;

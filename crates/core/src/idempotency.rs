@@ -143,7 +143,7 @@ impl KeyStore {
     }
 
     /// Drops keys whose window is over.
-    fn expire(&mut self, now_ms: u64) {
+    pub fn expire(&mut self, now_ms: u64) {
         while self.order.front().is_some_and(|&(_, at)| at <= now_ms) {
             self.pop_oldest();
         }

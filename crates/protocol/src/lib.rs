@@ -10,6 +10,7 @@
 //!   framing, the WHATWG event-stream parser.
 //! - [`form`], [`query`], [`publish`]: form decoding, the subscribe query,
 //!   publish bodies decoded and validated.
+//! - [`journal`]: the durable log's records (`--data-dir`), checksummed.
 //! - [`id`], [`topic`], [`pattern`]: event ids, topic names, and the topic
 //!   patterns (`*`, trailing `**`) that subscriptions and grants share.
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
@@ -17,6 +18,7 @@
 pub mod form;
 pub mod http;
 pub mod id;
+pub mod journal;
 pub mod pattern;
 pub mod publish;
 pub mod query;

@@ -139,6 +139,13 @@ impl Frame {
         }
     }
 
+    /// The encoded fields alone: no `id:` line, no chunk framing (what a
+    /// durable log keeps; [`Frame::notice`] of them and [`Frame::set_id`]
+    /// rebuild this frame byte for byte).
+    pub fn fields(&self) -> &[u8] {
+        &self.buf[RESERVE..self.buf.len() - 2]
+    }
+
     /// Bytes held, for memory accounting.
     pub fn allocated(&self) -> usize {
         self.buf.len()

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Durable history (issue 13): what --data-dir costs, and how fast a full log starts.
+
+1. Same run, alternating, --reps times each: ssehub in memory and with
+   --data-dir (--fsync everysec by default, --fsync to change it), each
+   fresh, driven by ssehub-bench:
+   - `per-user` back to back (--subscribers each on their own topic,
+     --events spread over them from --pub-conns keep-alive connections):
+     publishes/s and the publish-ack p50/p99 (request written to answer read);
+   - `burst` (--burst-subscribers on one topic, --burst-events back to back):
+     deliveries/s.
+2. Start time with a full log: fill a data dir with --fill-mib of events
+   through the server (JSON batches of 400 events of --fill-payload bytes
+   over one connection, to 10,000 topics), SIGKILL it, then time a fresh
+   start from exec to the first `200` of /readyz (and read how many events
+   were restored); --reps times. Both run with --history-memory
+   --fill-memory (default 512MiB): with the default 128 MiB budget history
+   evicts, segments are deleted, and the log never reaches 128 MiB (it
+   levels off near 85 MiB at 256-byte events).
+
+Prints one line per run and a JSON summary (medians, ratios) at the end.
+
+  cargo build --release -p ssehub -p ssehub-bench
+  python3 benches/durable.py --reps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(binary: str, port: int, flags: list[str]) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [binary, "--listen", f"127.0.0.1:{port}", "--log", "warn", "--max-body", str(8 << 20), *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("listening on"):
+        proc.kill()
+        raise RuntimeError(f"ssehub did not start: {line!r}")
+    return proc
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+
+
+def metric(port: int, name: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    body = conn.getresponse().read().decode()
+    conn.close()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    raise RuntimeError(f"no metric {name}")
+
+
+def bench(bench_bin: str, port: int, pid: int, args: list[str]) -> dict:
+    out = subprocess.run(
+        [bench_bin, "run", "--preset", "ssehub", "--port", str(port), "--server-pid", str(pid), "--json", "-q", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out)
+
+
+def load_runs(args, binary: str, bench_bin: str) -> dict:
+    configs = {"memory": [], "data-dir": []}
+    for rep in range(args.reps):
+        for name in configs:
+            data_dir = tempfile.mkdtemp(prefix="ssehub-durable-bench-")
+            flags = ["--data-dir", data_dir, "--fsync", args.fsync] if name == "data-dir" else []
+            port = free_port()
+            proc = start(binary, port, flags)
+            try:
+                pub = bench(
+                    bench_bin,
+                    port,
+                    proc.pid,
+                    ["--scenario", "per-user", "-n", str(args.subscribers), "-e", str(args.events),
+                     "--pub-conns", str(args.pub_conns)],
+                )
+                burst = bench(
+                    bench_bin,
+                    port,
+                    proc.pid,
+                    ["--scenario", "burst", "-n", str(args.burst_subscribers), "-e", str(args.burst_events)],
+                )
+            finally:
+                stop(proc)
+                shutil.rmtree(data_dir, ignore_errors=True)
+            row = {
+                "publishes_per_s": pub["publish"]["rate_achieved"],
+                "ack_p50_us": pub["publish"]["ack"]["p50_us"],
+                "ack_p99_us": pub["publish"]["ack"]["p99_us"],
+                "publish_errors": pub["publish"]["error_count"],
+                "deliveries_per_s": burst["delivery"]["deliveries_per_s"],
+                "complete": pub["delivery"]["complete"] and burst["delivery"]["complete"],
+            }
+            configs[name].append(row)
+            print(f"rep {rep} {name:8} " + " ".join(f"{k}={v:.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    return configs
+
+
+def fill(port: int, mib: int, payload: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    data = "x" * payload
+    n = 0
+    best, stalled = 0, 0
+    while (size := metric(port, "ssehub_journal_bytes")) < mib << 20:
+        best, stalled = (size, 0) if size > best else (best, stalled + 1)
+        if stalled > 50:
+            raise RuntimeError(f"the log stopped growing at {size >> 20} MiB: raise --fill-memory")
+        items = [{"topic": f"user/{(n + i) % 10000}/notifications", "data": data} for i in range(400)]
+        conn.request("POST", "/publish", body=json.dumps(items), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+        n += 400
+    conn.close()
+    return n
+
+
+def start_times(args, binary: str) -> list[dict]:
+    runs = []
+    data_dir = tempfile.mkdtemp(prefix="ssehub-durable-start-")
+    try:
+        port = free_port()
+        budget = ["--history-memory", args.fill_memory]
+        proc = start(binary, port, ["--data-dir", data_dir, "--fsync", args.fsync, *budget])
+        published = fill(port, args.fill_mib, args.fill_payload)
+        log_bytes = metric(port, "ssehub_journal_bytes")
+        stop(proc, signal.SIGKILL)
+        for rep in range(args.reps):
+            port = free_port()
+            t0 = time.monotonic()
+            proc = subprocess.Popen(
+                [binary, "--listen", f"127.0.0.1:{port}", "--log", "warn", "--data-dir", data_dir, "--fsync", args.fsync, *budget],
+                stdout=subprocess.DEVNULL,
+            )
+            while True:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("GET", "/readyz")
+                    if conn.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() - t0 > 60:
+                    raise RuntimeError("never ready")
+                time.sleep(0.002)
+            elapsed = time.monotonic() - t0
+            restored = metric(port, "ssehub_history_events")
+            rss_kib = int(next(l for l in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if l.startswith("VmHWM:")).split()[1])
+            stop(proc, signal.SIGKILL)
+            run = {"seconds": elapsed, "log_bytes": log_bytes, "published": published, "restored": restored, "peak_rss_mib": rss_kib / 1024}
+            runs.append(run)
+            print(f"start {rep}: {elapsed * 1000:.0f} ms to /readyz, log {log_bytes >> 20} MiB ({published} events), "
+                  f"{restored} restored into history, peak RSS {rss_kib >> 10} MiB", flush=True)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--binary", default=str(ROOT / "target/release/ssehub"))
+    parser.add_argument("--bench", default=str(ROOT / "target/release/ssehub-bench"))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--fsync", default="everysec", choices=["always", "everysec", "no"])
+    parser.add_argument("--subscribers", type=int, default=100)
+    parser.add_argument("--events", type=int, default=100000)
+    parser.add_argument("--pub-conns", type=int, default=4)
+    parser.add_argument("--burst-subscribers", type=int, default=10000)
+    parser.add_argument("--burst-events", type=int, default=20)
+    parser.add_argument("--fill-mib", type=int, default=128)
+    parser.add_argument("--fill-payload", type=int, default=256)
+    parser.add_argument("--fill-memory", default="512MiB")
+    parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--skip-start", action="store_true")
+    args = parser.parse_args()
+    summary: dict = {"date": time.strftime("%Y-%m-%d"), "args": vars(args)}
+    if not args.skip_load:
+        configs = load_runs(args, args.binary, args.bench)
+        med = {name: {k: statistics.median(r[k] for r in runs) for k in ("publishes_per_s", "ack_p50_us", "ack_p99_us", "deliveries_per_s")}
+               for name, runs in configs.items()}
+        summary["medians"] = med
+        summary["ratios"] = {
+            "publishes_per_s": med["data-dir"]["publishes_per_s"] / med["memory"]["publishes_per_s"],
+            "deliveries_per_s": med["data-dir"]["deliveries_per_s"] / med["memory"]["deliveries_per_s"],
+            "ack_p99_added_us": med["data-dir"]["ack_p99_us"] - med["memory"]["ack_p99_us"],
+        }
+        summary["all_complete"] = all(r["complete"] and r["publish_errors"] == 0 for runs in configs.values() for r in runs)
+    if not args.skip_start:
+        runs = start_times(args, args.binary)
+        summary["start"] = {"median_s": statistics.median(r["seconds"] for r in runs), "runs": runs}
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
