@@ -181,13 +181,14 @@ impl<D: Driver> Worker<D> {
         let resumed_at = after.flatten().unwrap_or(EventId::ZERO);
         let live_after = attached.live_after.max(resumed_at);
         let filtered = self.fanout.busy() || live_after > self.fanout.last_accepted();
-        if matches!(&plan, Replay::Memory(None, replay) if replay.is_empty()) {
+        if matches!(&plan, Replay::Memory(None, replay) if replay.is_empty())
+            && let Some(position) = self.shared.backplane.position(live_after)
+        {
             // Every event after this id reaches the stream live, so a client
             // that must reconnect before any arrives resumes from it and
             // misses nothing (ssehub.js does, when a tab takes over a shared
             // stream). Not with a gap or replay still to come: the position
             // would claim more than the client has.
-            let position = if live_after == EventId::ZERO { self.shared.bus.boot_id() } else { live_after };
             head.extend_from_slice(format!("SSEHub-Position: {position}\r\n").as_bytes());
         }
         head.extend_from_slice(b"\r\n");

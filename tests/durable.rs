@@ -182,6 +182,12 @@ fn garbage_a_flipped_byte_or_an_empty_segment_start_cleanly_with_the_gap_rule() 
         fs::write(&seg, &bytes).expect("write");
         let server = start(&dir, &[]);
         assert_eq!(fs::metadata(&seg).expect("segment").len(), (8 + keep * record) as u64, "{damage}: cut");
+        // A stream opened before the first new event names a position past
+        // the loss: resuming from it is no gap.
+        let fresh = server.subscribe("topic=p");
+        let position = common::header(&fresh.head, "ssehub-position").expect("a position").to_owned();
+        drop(fresh);
+        assert_eq!(resume(&server, "p", &position), [], "{damage}: from the position");
         // The log is cut after `keep` records; resumes from before the
         // start are told events may be missing, then get what is retained.
         let replay = resume(&server, "t", &ids[0]);

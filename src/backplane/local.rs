@@ -119,6 +119,13 @@ impl Backplane for Local {
         })
     }
 
+    fn position(&self, live_after: EventId) -> Option<EventId> {
+        // Before the first event (or after a lossy restore) the boot id:
+        // every id this process issues is above it, and a resume from it is
+        // no `before-start`.
+        Some(live_after.max(self.bus.boot_id()))
+    }
+
     fn replay(&self, _origin: Origin, _request: ReplayRequest) -> bool {
         false // never asked: catchup is always from memory
     }

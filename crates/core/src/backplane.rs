@@ -203,6 +203,14 @@ pub trait Backplane: Send + Sync {
         last_accepted
     }
 
+    /// Where a stream opening now with nothing to replay stands, given the
+    /// bus's routing point: every event after this id reaches it live, so a
+    /// client may resume from it before its first event. `None` when no id
+    /// says so yet (nothing followed).
+    fn position(&self, live_after: EventId) -> Option<EventId> {
+        Some(self.replay_upto(live_after)).filter(|&id| id != EventId::ZERO)
+    }
+
     /// Why the backplane cannot order events right now (publishes then get
     /// 503, `/readyz` says not ready); `None` while it can.
     fn down_reason(&self) -> Option<&'static str> {
