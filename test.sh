@@ -33,6 +33,18 @@ curl --version | head -n 1
 
 cargo test --workspace "$@"
 
+# --- The integration suites of tests/ again on the io_uring driver (issue
+# 16): every server they start gets `--io uring` (tests/common reads
+# SSEHUB_TEST_IO). Not the browser and client-library suites, nor Python:
+# they test clients, not the driver, and CI time is bounded.
+uring_suites=()
+for suite in tests/*.rs; do
+    name=$(basename "$suite" .rs)
+    case "$name" in browser | clients) ;; *) uring_suites+=(--test "$name") ;; esac
+done
+SSEHUB_TEST_IO=uring cargo test -p ssehub "${uring_suites[@]}"
+# --- end of the io_uring pass
+
 # --- Python package and Django example: pytest against the binary and
 # redis-server, the wheels, the example's browser test (clients/python/test.sh).
 clients/python/test.sh
