@@ -42,7 +42,8 @@ for suite in tests/*.rs; do
     name=$(basename "$suite" .rs)
     case "$name" in browser | clients) ;; *) uring_suites+=(--test "$name") ;; esac
 done
-SSEHUB_TEST_IO=uring cargo test -p ssehub "${uring_suites[@]}"
+# --workspace: the same features as the first pass, so nothing is rebuilt.
+SSEHUB_TEST_IO=uring cargo test --workspace "${uring_suites[@]}"
 # --- end of the io_uring pass
 
 # --- Python package and Django example: pytest against the binary and

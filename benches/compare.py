@@ -136,6 +136,13 @@ SERVERS = {
     s.name: s
     for s in (
         Server("ssehub", 8080),
+        Server(
+            "ssehub-uring",
+            8086,
+            argv=(str(SSEHUB), "--io", "uring"),
+            note="`ssehub --io uring`: the same binary with io_uring for the fan-out's writes, "
+            "one submission per slice of 512 subscribers (issue 16).",
+        ),
         Server("nchan", 8081),
         Server(
             "axum",
@@ -188,6 +195,7 @@ SERVERS = {
 
 COLORS = {
     "ssehub": "#d62728",
+    "ssehub-uring": "#e377c2",
     "floor": "#7f7f7f",
     "nchan": "#1f77b4",
     "axum": "#ff7f0e",
