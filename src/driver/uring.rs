@@ -43,11 +43,14 @@ pub const RING_ENTRIES: usize = WRITE_SLICE;
 const SEND_FLAGS: u32 = (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u32;
 
 /// The memory the kernel reads while a slice is in flight: one message
-/// header and [`MAX_IOV`] iovecs per submission entry, allocated once.
+/// header per submission entry and up to [`MAX_IOV`] iovecs each, allocated
+/// once. The iovecs of a slice are packed one write after the other, so a
+/// slice of one-frame writes touches 8 KiB of it, not all 512 KiB: the pool
+/// is zeroed memory that the kernel maps in only as it is first written.
 struct Pool {
-    /// `RING_ENTRIES × MAX_IOV`; entry i's iovecs are `[i × MAX_IOV, (i + 1) × MAX_IOV)`.
+    /// `RING_ENTRIES × MAX_IOV` entries; a slice uses a prefix.
     iovecs: Box<[libc::iovec]>,
-    /// One per entry, pointing at its iovecs.
+    /// One per entry, pointing into `iovecs`.
     msgs: Box<[libc::msghdr]>,
 }
 
@@ -59,12 +62,13 @@ unsafe impl Send for Pool {}
 
 impl Pool {
     fn new() -> Pool {
-        let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
-        // SAFETY: msghdr is a plain C struct; all-zero is a valid empty header.
-        let header: libc::msghdr = unsafe { std::mem::zeroed() };
-        Pool {
-            iovecs: vec![empty; RING_ENTRIES * MAX_IOV].into_boxed_slice(),
-            msgs: vec![header; RING_ENTRIES].into_boxed_slice(),
+        // SAFETY: iovec and msghdr are plain C structs of pointers and
+        // integers, for which all-zero bytes are valid (empty) values.
+        unsafe {
+            Pool {
+                iovecs: Box::new_zeroed_slice(RING_ENTRIES * MAX_IOV).assume_init(),
+                msgs: Box::new_zeroed_slice(RING_ENTRIES).assume_init(),
+            }
         }
     }
 }
@@ -105,6 +109,7 @@ impl Uring {
     ) {
         debug_assert!(writes.len() <= RING_ENTRIES);
         let mut in_flight = 0;
+        let mut used = 0; // iovecs taken by earlier writes of this chunk
         {
             let mut sq = self.ring.submission();
             for (i, write) in writes.iter_mut().enumerate() {
@@ -112,7 +117,7 @@ impl Uring {
                     write.wrote = Wrote::Failed;
                     continue;
                 };
-                let iov = &mut self.pool.iovecs[i * MAX_IOV..(i + 1) * MAX_IOV];
+                let iov = &mut self.pool.iovecs[used..used + MAX_IOV];
                 let mut n = 0;
                 for frame in write.frames(batch) {
                     iov[n] = libc::iovec { iov_base: frame.as_ptr() as *mut libc::c_void, iov_len: frame.len() };
@@ -122,6 +127,7 @@ impl Uring {
                     write.wrote = Wrote::Bytes(0); // what an empty writev returns
                     continue;
                 }
+                used += n;
                 let msg = &mut self.pool.msgs[i];
                 msg.msg_iov = iov.as_mut_ptr();
                 msg.msg_iovlen = n as _;
