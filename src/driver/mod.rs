@@ -39,7 +39,7 @@ use crate::settings::Io;
 
 /// What `--io auto` picks when the kernel offers both (see PERFORMANCE.md,
 /// "io_uring against epoll (issue 16)": the numbers chose).
-pub const AUTO: Io = Io::Epoll;
+pub const AUTO: Io = Io::Uring;
 
 /// One driver per worker, all of one kind.
 pub enum Drivers {
@@ -54,23 +54,25 @@ impl Drivers {
     /// falls back to epoll with one info line when io_uring cannot be set up;
     /// an explicit `Uring` that cannot is an error.
     pub fn open(io: Io, listeners: Vec<std::net::TcpListener>) -> io::Result<Drivers> {
-        let uring =
-            |listeners| -> io::Result<Drivers> { Ok(Drivers::Uring(listeners_into(listeners, uring::Uring::new)?)) };
-        match io {
-            Io::Epoll => Ok(Drivers::Epoll(listeners_into(listeners, epoll::Epoll::new)?)),
-            Io::Uring => uring(listeners)
-                .map_err(|e| io::Error::new(e.kind(), format!("--io uring: cannot set up io_uring: {e}"))),
-            Io::Auto if AUTO == Io::Uring => {
-                // Probe first: a failure must leave the listeners to epoll.
-                match uring::Uring::probe() {
-                    Ok(()) => uring(listeners),
-                    Err(e) => {
-                        log::info!("--io auto: io_uring unavailable ({e}); using epoll");
-                        Ok(Drivers::Epoll(listeners_into(listeners, epoll::Epoll::new)?))
-                    }
-                }
+        let auto = io == Io::Auto;
+        let io = if auto { AUTO } else { io };
+        if io == Io::Epoll {
+            return Ok(Drivers::Epoll(listeners.into_iter().map(epoll::Epoll::new).collect::<io::Result<_>>()?));
+        }
+        // Every worker's ring first: a failure leaves the listeners to epoll.
+        match (0..listeners.len()).map(|_| uring::ring()).collect::<io::Result<Vec<_>>>() {
+            Ok(rings) => Ok(Drivers::Uring(
+                listeners
+                    .into_iter()
+                    .zip(rings)
+                    .map(|(l, ring)| uring::Uring::new(l, ring))
+                    .collect::<io::Result<_>>()?,
+            )),
+            Err(e) if auto => {
+                log::info!("--io auto: io_uring unavailable ({e}); using epoll");
+                Ok(Drivers::Epoll(listeners.into_iter().map(epoll::Epoll::new).collect::<io::Result<_>>()?))
             }
-            Io::Auto => Ok(Drivers::Epoll(listeners_into(listeners, epoll::Epoll::new)?)),
+            Err(e) => Err(io::Error::new(e.kind(), format!("--io uring: cannot set up io_uring: {e}"))),
         }
     }
 
@@ -89,14 +91,6 @@ impl Drivers {
             Drivers::Uring(drivers) => drivers.iter().map(Driver::waker).collect(),
         }
     }
-}
-
-/// `make` applied to each listener, in order.
-fn listeners_into<D>(
-    listeners: Vec<std::net::TcpListener>,
-    make: fn(std::net::TcpListener) -> io::Result<D>,
-) -> io::Result<Vec<D>> {
-    listeners.into_iter().map(make).collect()
 }
 
 /// What [`Driver::poll`] found.
