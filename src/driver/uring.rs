@@ -64,13 +64,26 @@ impl Pool {
     fn new() -> Pool {
         // SAFETY: iovec and msghdr are plain C structs of pointers and
         // integers, for which all-zero bytes are valid (empty) values.
-        unsafe {
-            Pool {
-                iovecs: Box::new_zeroed_slice(RING_ENTRIES * MAX_IOV).assume_init(),
-                msgs: Box::new_zeroed_slice(RING_ENTRIES).assume_init(),
-            }
-        }
+        unsafe { Pool { iovecs: zeroed_slice(RING_ENTRIES * MAX_IOV), msgs: zeroed_slice(RING_ENTRIES) } }
     }
+}
+
+/// `len` all-zero `T`s on the heap, from `alloc_zeroed`: pages the kernel
+/// maps in only when first written.
+///
+/// # Safety
+///
+/// All-zero bytes must be a valid `T`; `T` is not zero-sized and `len > 0`.
+unsafe fn zeroed_slice<T>(len: usize) -> Box<[T]> {
+    let Ok(layout) = std::alloc::Layout::array::<T>(len) else { panic!("pool of {len} entries overflows") };
+    // SAFETY: the layout has a non-zero size (the caller's promise).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of
+    // `[T; len]`, and its `len` zeroed values are valid `T`s (the caller's promise).
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) }
 }
 
 /// One worker's hybrid driver: epoll for readiness, io_uring for the fan-out.
