@@ -17,10 +17,12 @@
 //!   kernel), so partial writes, backlogs, slow consumers, heartbeats and
 //!   shutdown are the fan-out core's, unchanged.
 //!
-//! The ring's setup is plain (`IORING_SETUP_SUBMIT_ALL` only, Linux ≥ 5.18):
-//! `SINGLE_ISSUER` + `DEFER_TASKRUN` (a ring created disabled and enabled by
-//! its worker) measured no better (PERFORMANCE.md, issue 16), and each send
-//! completes inline in our `io_uring_enter` anyway.
+//! The ring is created disabled and enabled by the worker thread on its
+//! first write: `IORING_SETUP_SINGLE_ISSUER` binds it to that thread, and
+//! `DEFER_TASKRUN` then runs completion work only inside our own
+//! `io_uring_enter`, never as an interrupt of the worker (Linux ≥ 6.1). Of
+//! the two setups measured (PERFORMANCE.md, issue 16) it used less CPU in
+//! three of four cells at 10,000 subscribers and up, within the noise.
 
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpStream};
@@ -92,6 +94,9 @@ pub struct Uring {
     epoll: Epoll,
     /// Empty between [`Driver::write_batch`] calls.
     ring: IoUring,
+    /// The ring was created disabled: enabled on the worker's first write
+    /// (`Some(true)`), or that failed and this worker writes with `writev`.
+    enabled: Option<bool>,
     /// Message headers and iovecs of the slice in flight.
     pool: Pool,
 }
@@ -99,7 +104,7 @@ pub struct Uring {
 impl Uring {
     /// A driver accepting from `listener`, writing through `ring` (from [`ring`]).
     pub fn new(listener: std::net::TcpListener, ring: IoUring) -> io::Result<Uring> {
-        Ok(Uring { ring, epoll: Epoll::new(listener)?, pool: Pool::new() })
+        Ok(Uring { ring, epoll: Epoll::new(listener)?, enabled: None, pool: Pool::new() })
     }
 
     /// Writes `writes` (at most [`RING_ENTRIES`]) with one submission, and
@@ -180,12 +185,17 @@ impl Uring {
     }
 }
 
-/// A ring of [`RING_ENTRIES`] that can send messages, or why this kernel
+/// A disabled ring of [`RING_ENTRIES`] that can send messages, or why this kernel
 /// (or a seccomp filter, or `kernel.io_uring_disabled`) gives us none.
 /// `SUBMIT_ALL`: one entry failing at submission (a closed descriptor) does
 /// not leave the rest of the slice unsubmitted.
 pub fn ring() -> io::Result<IoUring> {
-    let ring = IoUring::builder().setup_submit_all().build(RING_ENTRIES as u32)?;
+    let ring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_submit_all()
+        .setup_r_disabled()
+        .build(RING_ENTRIES as u32)?;
     let mut probe = Probe::new();
     ring.submitter().register_probe(&mut probe)?;
     if !probe.is_supported(opcode::SendMsg::CODE) {
@@ -234,6 +244,18 @@ impl Driver for Uring {
         writes: &mut [FrameWrite],
         sock_of: impl Fn(u32) -> Option<&'a TcpStream>,
     ) {
+        let enabled = *self.enabled.get_or_insert_with(|| match self.ring.submitter().register_enable_rings() {
+            Ok(()) => true,
+            Err(e) => {
+                // A ring was built and probed at start; should enabling it
+                // fail here, this worker writes the epoll way, not at all.
+                log::error!("io_uring: enabling the ring: {e}; this worker writes with writev");
+                false
+            }
+        });
+        if !enabled {
+            return super::write_each(batch, writes, sock_of);
+        }
         for chunk in writes.chunks_mut(RING_ENTRIES) {
             self.write_chunk(batch, chunk, &sock_of);
         }
