@@ -140,15 +140,15 @@ SERVERS = {
             "ssehub-epoll",
             8087,
             argv=(str(SSEHUB), "--io", "epoll"),
-            note="`ssehub --io epoll`: the same binary with one `writev` per subscriber instead of "
-            "the default io_uring submission per slice of 512 (issue 16).",
+            note="`ssehub --io epoll`: what `--io auto` (`ssehub`) runs today; "
+            "run only when named in --servers (issue 16).",
         ),
         Server(
             "ssehub-uring",
             8086,
             argv=(str(SSEHUB), "--io", "uring"),
-            note="`ssehub --io uring`: what `--io auto` picks where the kernel has io_uring; "
-            "run only when named in --servers (issue 16).",
+            note="`ssehub --io uring`: the same binary with io_uring for the fan-out's writes, "
+            "one submission per slice of 512 subscribers (issue 16).",
         ),
         Server("nchan", 8081),
         Server(
@@ -200,8 +200,8 @@ SERVERS = {
     )
 }
 
-# Servers run only when --servers names them: `ssehub` itself is --io auto.
-OPT_IN = {"ssehub-uring"}
+# Servers run only when --servers names them (`ssehub` itself is --io auto = epoll).
+OPT_IN = {"ssehub-epoll"}
 
 COLORS = {
     "ssehub": "#d62728",

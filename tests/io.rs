@@ -106,3 +106,73 @@ fn uring_fans_out_past_one_slice_and_drops_a_slow_consumer() {
     assert!(seen.iter().enumerate().all(|(i, e)| e.data.starts_with(&format!("{i}:"))), "what it got was in order");
     assert_eq!(server.metric("ssehub_slow_consumers_dropped_total"), 1, "and no one else");
 }
+
+/// `ssehub ARGS` under strace, its `io_uring_setup` calls failing with EPERM
+/// (what `kernel.io_uring_disabled` or a seccomp filter gives); `None`
+/// without strace.
+fn without_io_uring(args: &[&str]) -> Option<std::process::Child> {
+    let strace = ["/usr/bin/strace", "/bin/strace"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+    let child = std::process::Command::new(strace)
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=io_uring_setup", "-e", "inject=io_uring_setup:error=EPERM"])
+        .arg(env!("CARGO_BIN_EXE_ssehub"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("SSEHUB_IO")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run strace");
+    Some(child)
+}
+
+/// The pid strace started (signalling strace itself would only detach it).
+fn tracee(strace: &std::process::Child) -> u32 {
+    let path = format!("/proc/{0}/task/{0}/children", strace.id());
+    let text = std::fs::read_to_string(&path).expect("children of strace");
+    text.split_whitespace().next().and_then(|pid| pid.parse().ok()).expect("ssehub under strace")
+}
+
+#[test]
+fn without_io_uring_auto_falls_back_to_epoll_and_uring_refuses_to_start() {
+    use std::io::{BufRead, BufReader, Read};
+    let Some(mut child) = without_io_uring(&["--io", "uring"]) else {
+        eprintln!("no strace: io_uring failure not simulated");
+        return;
+    };
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(1), "an explicit --io uring that cannot start fails");
+    assert!(output.stdout.is_empty(), "it never listens");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--io uring: cannot set up io_uring"), "{stderr}");
+
+    let mut child = without_io_uring(&["--io", "auto", "--log", "info"]).expect("strace");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address line");
+    assert!(line.starts_with("listening on "), "auto starts anyway: {line:?}");
+    let pid = tracee(&child);
+    // Ends it should an assertion below fail (the test's own SIGTERM comes first otherwise).
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let ours = std::fs::read(format!("/proc/{}/cmdline", self.0))
+                .is_ok_and(|cmd| cmd.starts_with(env!("CARGO_BIN_EXE_ssehub").as_bytes()));
+            if std::thread::panicking() && ours {
+                common::signal(self.0, 9);
+            }
+        }
+    }
+    let _guard = Kill(pid);
+    let addr: std::net::SocketAddr = line.trim()["listening on ".len()..].parse().expect("address");
+    let mut metrics = TcpStream::connect(addr).expect("connect");
+    metrics.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("request");
+    let mut text = String::new();
+    metrics.read_to_string(&mut text).expect("metrics");
+    assert!(text.contains(&format!("{} 1\n", backend_metric("epoll"))), "{text}");
+    common::signal(pid, 15);
+    let output = child.wait_with_output().expect("wait");
+    assert!(output.status.success(), "SIGTERM ends it cleanly");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let fallbacks = stderr.lines().filter(|l| l.contains("io_uring unavailable") && l.contains("using epoll")).count();
+    assert_eq!(fallbacks, 1, "one info line says why: {stderr}");
+}
