@@ -136,6 +136,20 @@ SERVERS = {
     s.name: s
     for s in (
         Server("ssehub", 8080),
+        Server(
+            "ssehub-epoll",
+            8087,
+            argv=(str(SSEHUB), "--io", "epoll"),
+            note="`ssehub --io epoll`: what `--io auto` (`ssehub`) runs today; "
+            "run only when named in --servers (issue 16).",
+        ),
+        Server(
+            "ssehub-uring",
+            8086,
+            argv=(str(SSEHUB), "--io", "uring"),
+            note="`ssehub --io uring`: the same binary with io_uring for the fan-out's writes, "
+            "one submission per slice of 512 subscribers (issue 16).",
+        ),
         Server("nchan", 8081),
         Server(
             "axum",
@@ -186,8 +200,13 @@ SERVERS = {
     )
 }
 
+# Servers run only when --servers names them (`ssehub` itself is --io auto = epoll).
+OPT_IN = {"ssehub-epoll"}
+
 COLORS = {
     "ssehub": "#d62728",
+    "ssehub-uring": "#e377c2",
+    "ssehub-epoll": "#bcbd22",
     "floor": "#7f7f7f",
     "nchan": "#1f77b4",
     "axum": "#ff7f0e",
@@ -1261,7 +1280,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--scenarios per-user,per-user-paced --subscribers 5000 with 4 servers about 5. "
         "See the module docstring (and benches/peers/README.md) for what runs where.",
     )
-    p.add_argument("--servers", type=csv_of(SERVERS), default=list(SERVERS), help="default: " + ",".join(SERVERS))
+    defaults = [name for name in SERVERS if name not in OPT_IN]
+    p.add_argument("--servers", type=csv_of(SERVERS), default=defaults, help="default: " + ",".join(defaults))
     p.add_argument(
         "--scenarios",
         type=csv_of(ALL_SCENARIOS),

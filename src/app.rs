@@ -283,6 +283,7 @@ pub fn respond(
                 history,
                 history_budget: shared.settings.streams.history_memory,
                 topics_subscribed,
+                io_backend: shared.io_backend,
             };
             let body = metrics::render(&shared.stats, &globals);
             let content_type = "text/plain; version=0.0.4; charset=utf-8";

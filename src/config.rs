@@ -9,7 +9,7 @@ use ssehub_protocol::http::Limits;
 
 use crate::journal::{Fsync, JournalSettings};
 use crate::settings::{
-    AuthSettings, ClusterSettings, Cors, PublishSettings, ReactorSettings, Settings, StreamSettings,
+    AuthSettings, ClusterSettings, Cors, Io, PublishSettings, ReactorSettings, Settings, StreamSettings,
 };
 
 /// A Server-Sent Events fan-out hub: publish once, every subscriber receives it.
@@ -146,6 +146,12 @@ pub struct Config {
     #[arg(long, env = "SSEHUB_UI", value_enum, default_value_t = Switch::On)]
     pub ui: Switch,
 
+    /// The I/O mechanism: `epoll`, `uring` (io_uring for the fan-out's
+    /// writes; an error at start if the kernel refuses it) or `auto` (see
+    /// README: what the benchmark chose, falling back to epoll).
+    #[arg(long, env = "SSEHUB_IO", value_enum, default_value_t = IoFlag::Auto)]
+    pub io: IoFlag,
+
     /// Log filter (error, warn, info, debug, trace; RUST_LOG syntax).
     #[arg(long, env = "SSEHUB_LOG", default_value = "info")]
     pub log: String,
@@ -169,6 +175,17 @@ pub enum Switch {
     On,
     /// Off.
     Off,
+}
+
+/// `--io`'s values.
+#[derive(clap::ValueEnum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum IoFlag {
+    /// epoll (mio) for everything.
+    Epoll,
+    /// io_uring for the fan-out's writes, epoll for readiness.
+    Uring,
+    /// What the benchmark chose, falling back to epoll.
+    Auto,
 }
 
 /// Descriptors kept free under the open-file limit so the server can always
@@ -240,6 +257,11 @@ impl Config {
                 key_window_ms: self.idempotency_window.as_millis() as u64,
             }),
             ui: self.ui == Switch::On,
+            io: match self.io {
+                IoFlag::Epoll => Io::Epoll,
+                IoFlag::Uring => Io::Uring,
+                IoFlag::Auto => Io::Auto,
+            },
         }
     }
 }

@@ -102,6 +102,8 @@ pub struct Globals {
     pub history_budget: usize,
     /// Topics with a subscriber on some worker.
     pub topics_subscribed: usize,
+    /// The workers' driver (`--io`): `epoll` or `uring`.
+    pub io_backend: &'static str,
 }
 
 /// The `/metrics` text: sums over workers, then the globals.
@@ -123,6 +125,8 @@ pub fn render(workers: &[WorkerStats], globals: &Globals) -> String {
     let build = format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
     metric("build_info", "gauge", "Always 1; the version is its label.", &[(&build, 1)]);
     metric("uptime_seconds", "gauge", "Seconds since the server started.", &[("", globals.uptime.as_secs())]);
+    let backend = format!("{{backend=\"{}\"}}", globals.io_backend);
+    metric("io_backend", "gauge", "Always 1; the I/O driver (--io) is its label.", &[(&backend, 1)]);
     metric("connections_max", "gauge", "The --max-connections limit.", &[("", globals.max_connections as u64)]);
     metric("events_published_total", "counter", "Events accepted and sequenced.", &[("", globals.events_published)]);
     metric(
@@ -243,9 +247,11 @@ mod tests {
             history: HistoryStats { events: 2, ..HistoryStats::default() },
             history_budget: 1 << 20,
             topics_subscribed: 1,
+            io_backend: "uring",
         };
         let text = render(&workers, &globals);
         assert!(text.contains("ssehub_uptime_seconds 61\n"), "{text}");
+        assert!(text.contains("ssehub_io_backend{backend=\"uring\"} 1\n"), "{text}");
         assert!(text.contains(&format!("ssehub_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));
         assert!(text.contains("ssehub_connections{kind=\"subscriber\"} 7\n"), "{text}");
         assert!(text.contains("ssehub_events_published_total 9\n"));

@@ -80,6 +80,8 @@ pub struct Shared {
     pub shutdown: Arc<AtomicBool>,
     /// When the server was bound (`ssehub_uptime_seconds`).
     pub started: Instant,
+    /// The driver every worker runs (`ssehub_io_backend`): `epoll` or `uring`.
+    pub io_backend: &'static str,
 }
 
 /// One worker's deadlines and the stamps that keep them honest.

@@ -16,8 +16,7 @@ use crate::auth::Authorizer;
 use crate::auth::jwt::JwtAuthorizer;
 use crate::auth::token::TokenAuthorizer;
 use crate::backplane::local::Local;
-use crate::driver::Driver;
-use crate::driver::epoll::Epoll;
+use crate::driver::{Driver, Drivers};
 use crate::journal::Log;
 use crate::metrics::WorkerStats;
 use crate::reactor::{Shared, Worker};
@@ -40,7 +39,7 @@ pub struct Server {
     /// Shared with every worker.
     shared: Arc<Shared>,
     /// One driver per worker, each with its listener.
-    drivers: Vec<Epoll>,
+    drivers: Drivers,
     /// The address bound.
     local_addr: SocketAddr,
     /// Started by [`Server::run`].
@@ -105,10 +104,11 @@ impl Server {
         for _ in 1..count {
             listeners.push(reuseport_listener(local_addr)?);
         }
-        let drivers = listeners.into_iter().map(Epoll::new).collect::<io::Result<Vec<_>>>()?;
-        let wakers: Vec<Arc<dyn Wake>> = drivers.iter().map(Driver::waker).collect();
+        let drivers = Drivers::open(settings.io, listeners)?;
+        let wakers: Vec<Arc<dyn Wake>> = drivers.wakers();
         log::info!(
-            "{count} workers, max {} connections, history {} per topic, {} s, {} MiB",
+            "{count} workers ({}), max {} connections, history {} per topic, {} s, {} MiB",
+            drivers.name(),
             settings.reactor.max_connections,
             settings.streams.history,
             settings.streams.history_ttl.as_secs(),
@@ -163,6 +163,7 @@ impl Server {
             open: AtomicUsize::new(0),
             shutdown: Arc::new(AtomicBool::new(false)),
             started: std::time::Instant::now(),
+            io_backend: drivers.name(),
             settings,
         });
         Ok(Server { shared, drivers, local_addr, threads, signals })
@@ -180,11 +181,10 @@ impl Server {
 
     /// Runs until SIGTERM/SIGINT (or a [`ShutdownHandle`]) and every worker has stopped.
     pub fn run(self) -> io::Result<()> {
-        let mut workers = Vec::with_capacity(self.drivers.len());
-        for (index, driver) in self.drivers.into_iter().enumerate() {
-            let worker = Worker::new(index, driver, Arc::clone(&self.shared));
-            workers.push(thread::Builder::new().name(format!("ssehub-worker-{index}")).spawn(move || worker.run())?);
-        }
+        let workers = match self.drivers {
+            Drivers::Epoll(drivers) => spawn_workers(drivers, &self.shared)?,
+            Drivers::Uring(drivers) => spawn_workers(drivers, &self.shared)?,
+        };
         match self.threads {
             BackplaneThreads::None => {}
             #[cfg(feature = "redis")]
@@ -218,6 +218,19 @@ impl Server {
         log::info!("stopped");
         result
     }
+}
+
+/// One worker thread per driver (a worker is generic over its driver).
+fn spawn_workers<D: Driver + Send + 'static>(
+    drivers: Vec<D>,
+    shared: &Arc<Shared>,
+) -> io::Result<Vec<thread::JoinHandle<()>>> {
+    let mut workers = Vec::with_capacity(drivers.len());
+    for (index, driver) in drivers.into_iter().enumerate() {
+        let worker = Worker::new(index, driver, Arc::clone(shared));
+        workers.push(thread::Builder::new().name(format!("ssehub-worker-{index}")).spawn(move || worker.run())?);
+    }
+    Ok(workers)
 }
 
 /// Stops a running server gracefully from another thread.

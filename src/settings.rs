@@ -35,6 +35,19 @@ pub struct Settings {
     pub journal: Option<crate::journal::JournalSettings>,
     /// `--ui on`: serve the live page at `/` and the client at `/ssehub.js`.
     pub ui: bool,
+    /// `--io`: the workers' I/O mechanism.
+    pub io: Io,
+}
+
+/// The workers' I/O mechanism (`src/driver/`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// epoll for everything.
+    Epoll,
+    /// io_uring for the fan-out's writes; failing to set it up is an error.
+    Uring,
+    /// [`crate::driver::AUTO`], falling back to epoll with one log line.
+    Auto,
 }
 
 /// The event loop and connection lifecycle.

@@ -25,6 +25,11 @@ pub struct Server {
     pub addr: SocketAddr,
 }
 
+/// `SSEHUB_TEST_IO`: the `--io` every server of the suites gets, if set.
+pub fn test_io() -> Option<String> {
+    std::env::var("SSEHUB_TEST_IO").ok().filter(|io| !io.is_empty())
+}
+
 impl Server {
     /// Starts `ssehub --listen 127.0.0.1:0 ARGS...` (unless ARGS name another
     /// `--listen`) and waits for its address line.
@@ -39,6 +44,12 @@ impl Server {
             command.args(["--listen", "127.0.0.1:0"]);
         }
         command.args(args);
+        // ./test.sh runs the suites a second time with SSEHUB_TEST_IO=uring.
+        if let Some(io) = test_io()
+            && !args.contains(&"--io")
+        {
+            command.args(["--io", &io]);
+        }
         command.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::piped());
         if std::env::var_os("SSEHUB_TEST_LOG").is_none() {
             command.stderr(Stdio::null());
