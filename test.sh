@@ -17,6 +17,8 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# tests/io.rs makes io_uring setup fail under strace (error injection) to check the fallback.
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 # --- browser suite (tests/browser.rs): Debian's Chromium, driven headless by
 # playwright-core, which tests/browser.rs installs with npm ci into target/.
 test -x /usr/bin/chromium || missing+=(chromium)

@@ -12,7 +12,6 @@ use std::io::Write;
 use std::net::TcpStream;
 
 use common::{Server, Subscriber};
-use socket2::{Domain, Socket, Type};
 
 /// The `ssehub_io_backend` sample for `backend`.
 fn backend_metric(backend: &str) -> String {
@@ -57,17 +56,6 @@ fn a_bogus_io_is_refused_at_start() {
     assert!(output.stdout.is_empty(), "it never listens");
 }
 
-/// A subscriber with a tiny receive buffer that never reads after the head.
-fn stalled_subscriber(server: &Server, topic: &str) -> Subscriber {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket.connect(&server.addr.into()).expect("connect");
-    let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(common::TIMEOUT)).expect("timeout");
-    write!(stream, "GET /events?topic={topic} HTTP/1.1\r\nHost: t\r\n\r\n").expect("request");
-    Subscriber::read_head(stream)
-}
-
 #[test]
 fn uring_fans_out_past_one_slice_and_drops_a_slow_consumer() {
     // One worker: all 600 subscribers in one fan-out, two slices of writes.
@@ -78,7 +66,7 @@ fn uring_fans_out_past_one_slice_and_drops_a_slow_consumer() {
     const BIG: usize = 300;
     // Subscribed to the 600's topic and to one of big frames, which fill its
     // socket at once: partial writes, then a backlog, then the drop.
-    let mut stalled = stalled_subscriber(&server, "t&topic=big");
+    let stalled = common::stalled_subscriber(&server, "t&topic=big");
     let mut subs: Vec<Subscriber> = (0..SUBSCRIBERS).map(|_| server.subscribe("topic=t")).collect();
     server.wait_metric("ssehub_connections{kind=\"subscriber\"}", |n| n == SUBSCRIBERS as u64 + 1);
     let payload = "p".repeat(1024);
@@ -96,12 +84,13 @@ fn uring_fans_out_past_one_slice_and_drops_a_slow_consumer() {
         let got = reader.join().expect("reader");
         assert!(got == want, "every subscriber got every event, in order");
     }
+    let stalled_reader = common::read_once_dropped(&server, stalled);
     let big = "b".repeat(32 * 1024);
     for i in EVENTS..EVENTS + BIG {
         server.publish(&format!("topic=big&data={i}:{big}"));
     }
-    server.wait_metric("ssehub_slow_consumers_dropped_total", |n| n == 1);
-    let seen = stalled.read_until_closed();
+    let (seen, ended_cleanly) = stalled_reader.join().expect("stalled reader");
+    assert!(ended_cleanly, "a drop on purpose ends the chunked body with its last chunk");
     assert!(seen.len() < EVENTS + BIG, "the stalled subscriber was cut off ({} events)", seen.len());
     assert!(seen.iter().enumerate().all(|(i, e)| e.data.starts_with(&format!("{i}:"))), "what it got was in order");
     assert_eq!(server.metric("ssehub_slow_consumers_dropped_total"), 1, "and no one else");

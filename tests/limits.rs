@@ -5,33 +5,21 @@
 mod common;
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::thread;
 
 use common::{Server, Subscriber, header, status_of};
-use socket2::{Domain, Socket, Type};
-
-/// A subscriber with a tiny receive buffer that never reads after the head.
-fn stalled_subscriber(server: &Server, topic: &str) -> Subscriber {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(common::TIMEOUT)).unwrap();
-    write!(stream, "GET /events?topic={topic} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    Subscriber::read_head(stream)
-}
 
 #[test]
 fn a_slow_consumer_is_dropped_while_fast_ones_get_everything_in_order() {
     let server = Server::start(&["--max-backlog", "8"]);
-    let mut stalled = stalled_subscriber(&server, "t");
+    let stalled = common::stalled_subscriber(&server, "t");
     let fast = server.subscribe("topic=t");
     const EVENTS: usize = 300;
     let reader = thread::spawn(move || {
         let mut fast = fast;
         fast.next_events(EVENTS).into_iter().map(|e| e.data).collect::<Vec<_>>()
     });
+    let stalled_reader = common::read_once_dropped(&server, stalled);
     let payload = "p".repeat(32 * 1024);
     for i in 0..EVENTS {
         server.publish(&format!("topic=t&data={i}:{payload}"));
@@ -39,12 +27,12 @@ fn a_slow_consumer_is_dropped_while_fast_ones_get_everything_in_order() {
     let got = reader.join().unwrap();
     let want: Vec<String> = (0..EVENTS).map(|i| format!("{i}:{payload}")).collect();
     assert!(got == want, "the fast subscriber got every event, in order");
-    server.wait_metric("ssehub_slow_consumers_dropped_total", |n| n == 1);
     // The stalled client finds its stream ended, short of the full set.
-    let seen = stalled.read_until_closed();
+    let (seen, ended_cleanly) = stalled_reader.join().unwrap();
+    assert_eq!(server.metric("ssehub_slow_consumers_dropped_total"), 1);
     assert!(seen.len() < EVENTS, "the stalled subscriber was cut off ({} events)", seen.len());
     assert!(seen.iter().enumerate().all(|(i, e)| e.data.starts_with(&format!("{i}:"))), "what it got was in order");
-    assert!(stalled.ended_cleanly, "a drop on purpose ends the chunked body with its last chunk");
+    assert!(ended_cleanly, "a drop on purpose ends the chunked body with its last chunk");
     assert_eq!(server.metric("ssehub_connections{kind=\"subscriber\"}"), 0);
 }
 

@@ -117,26 +117,12 @@ impl Server {
 
     /// One metric's value from `/metrics` (the sample line starting with `name`).
     pub fn metric(&self, name: &str) -> u64 {
-        let text = self.raw(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-        body_of(&text)
-            .lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("no metric {name}"))
-            .parse()
-            .expect("metric value")
+        self.remote().metric(name)
     }
 
     /// Polls a metric until `ready` holds: for state that has no event to await on the wire.
     pub fn wait_metric(&self, name: &str, ready: impl Fn(u64) -> bool) -> u64 {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let value = self.metric(name);
-            if ready(value) {
-                return value;
-            }
-            assert!(Instant::now() < deadline, "metric {name} stuck at {value}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.remote().wait_metric(name, ready)
     }
 
     /// Sends a signal and waits for the process to exit; returns its exit code.
@@ -171,6 +157,30 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// One metric's value from `/metrics` (the sample line starting with `name`).
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.raw(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        body_of(&text)
+            .lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no metric {name}"))
+            .parse()
+            .expect("metric value")
+    }
+
+    /// Polls a metric until `ready` holds: for state that has no event to await on the wire.
+    pub fn wait_metric(&self, name: &str, ready: impl Fn(u64) -> bool) -> u64 {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let value = self.metric(name);
+            if ready(value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "metric {name} stuck at {value}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect(self.addr).expect("connect");
         stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
@@ -437,6 +447,31 @@ impl Subscriber {
     pub fn reconnection_time(&self) -> Option<u64> {
         self.parser.reconnection_time()
     }
+}
+
+/// A subscriber with a tiny receive buffer that never reads after the head
+/// (until the test reads it): the hub's writes to it soon block.
+pub fn stalled_subscriber(server: &Server, topic: &str) -> Subscriber {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&server.addr.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    write!(stream, "GET /events?topic={topic} HTTP/1.1\r\nHost: t\r\n\r\n").expect("request");
+    Subscriber::read_head(stream)
+}
+
+/// Reads `stalled` to its end once the hub has dropped a slow consumer, on
+/// a thread: the hub lingers only 2 s for the end of a dropped stream to be
+/// read, however long the test still publishes. Gives the events and
+/// whether the stream ended cleanly.
+pub fn read_once_dropped(server: &Server, mut stalled: Subscriber) -> std::thread::JoinHandle<(Vec<ParsedEvent>, bool)> {
+    let remote = server.remote();
+    std::thread::spawn(move || {
+        remote.wait_metric("ssehub_slow_consumers_dropped_total", |n| n >= 1);
+        let seen = stalled.read_until_closed();
+        (seen, stalled.ended_cleanly)
+    })
 }
 
 /// A private `redis-server` on a free port, persistence off unless asked,
