@@ -465,7 +465,10 @@ pub fn stalled_subscriber(server: &Server, topic: &str) -> Subscriber {
 /// a thread: the hub lingers only 2 s for the end of a dropped stream to be
 /// read, however long the test still publishes. Gives the events and
 /// whether the stream ended cleanly.
-pub fn read_once_dropped(server: &Server, mut stalled: Subscriber) -> std::thread::JoinHandle<(Vec<ParsedEvent>, bool)> {
+pub fn read_once_dropped(
+    server: &Server,
+    mut stalled: Subscriber,
+) -> std::thread::JoinHandle<(Vec<ParsedEvent>, bool)> {
     let remote = server.remote();
     std::thread::spawn(move || {
         remote.wait_metric("ssehub_slow_consumers_dropped_total", |n| n >= 1);
