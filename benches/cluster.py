@@ -106,6 +106,11 @@ def bench(kind: str, scenario: str, pids: list[int], subscribers: int, commands:
     if kind == "cluster":
         argv += ["--sub-spread", f"127.0.0.1:{PORTS[1]}"]
     argv += ["--rate", "10", "--duration", "10"] if scenario == "steady" else ["--events", "20"]
+    return run_report(argv, commands)
+
+
+def run_report(argv: list[str], commands: list[str]) -> dict:
+    """Runs one `ssehub-bench ... --json` (noted in `commands`); its report, or the error."""
     commands.append(" ".join(argv))
     p = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     try:

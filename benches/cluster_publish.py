@@ -120,12 +120,7 @@ def bench(publishers: int, events: int, commands: list[str]) -> dict:
     argv = [str(BENCH), "run", "--scenario", "burst", "--preset", "ssehub", "--port", str(PORT),
             "-n", str(publishers), "--topics", str(publishers), "--pub-conns", str(publishers),
             "--events", str(events), "--json", "-q"]  # fmt: skip
-    commands.append(" ".join(argv))
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-    try:
-        return json.loads(p.stdout)
-    except ValueError:
-        return {"error": p.stderr[-500:]}
+    return cluster.run_report(argv, commands)
 
 
 def main() -> None:
