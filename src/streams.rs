@@ -78,11 +78,14 @@ enum Replay {
 }
 
 impl<D: Driver> Worker<D> {
-    /// Moves every queued event into the fan-out's pending list.
+    /// Moves queued events into the fan-out's pending list, as many as it
+    /// takes; the rest wait in the inbox, where publishers see them.
     pub(crate) fn drain_inbox(&mut self) {
         let inbox = self.shared.bus.inbox(self.index);
         let stats = &self.shared.stats[self.index];
-        while let Some(event) = inbox.pop() {
+        while self.fanout.wants_more()
+            && let Some(event) = inbox.pop()
+        {
             if event.to_all() {
                 // A notice to every stream (today only the stream-reset gap):
                 // one gap sent per subscriber it reaches.
@@ -112,8 +115,12 @@ impl<D: Driver> Worker<D> {
 
     /// Finishes all fan-out work now (used when shutting down).
     pub(crate) fn fan_out_all(&mut self) {
-        self.drain_inbox();
-        while self.fan_out() {}
+        loop {
+            self.drain_inbox();
+            if !self.fan_out() && self.shared.bus.inbox(self.index).is_empty() {
+                return;
+            }
+        }
     }
 
     /// Turns the connection into an event stream: subscribe, replay, then

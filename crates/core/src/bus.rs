@@ -41,8 +41,15 @@ use crate::event::Event;
 use crate::history::{Gap, History, HistoryStats, Limits};
 use crate::pattern_index::PatternIndex;
 
-/// Events a worker may have queued before publishes are refused with 503.
+/// Most events a worker's inbox holds: the largest publish it can take.
 pub const INBOX_CAPACITY: usize = 16 * 1024;
+/// Events a worker may have queued before publishes wait for it (the
+/// publisher's socket is not read meanwhile: backpressure). A worker takes
+/// only a batch or two out of its inbox at a time (`fanout::MAX_PENDING`),
+/// so this depth is what bounds the delay between a publish's answer and its
+/// delivery when publishers outrun a worker: a few milliseconds of work,
+/// not seconds of it. A larger publish waits for an empty inbox.
+pub const INBOX_SOFT_LIMIT: usize = 64;
 
 /// Wakes a worker blocked in its event loop (the driver provides it).
 pub trait Wake: Send + Sync {
@@ -92,6 +99,18 @@ impl Inbox {
     /// The next event, oldest first.
     pub fn pop(&self) -> Option<Arc<Event>> {
         self.queue.pop()
+    }
+
+    /// True if no event is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// True if `wanted` more events may be queued now: within the soft
+    /// limit, or any publish that fits into an empty inbox.
+    fn has_room(&self, wanted: usize) -> bool {
+        let queued = self.queue.len();
+        queued + wanted <= INBOX_CAPACITY && (queued == 0 || queued + wanted <= INBOX_SOFT_LIMIT)
     }
 
     /// The next reply.
@@ -352,8 +371,7 @@ impl Bus {
             let routes: Vec<u64> = events.iter().map(|event| core.route(event, self.all)).collect();
             for worker in workers_in(routes.iter().fold(0, |any, mask| any | mask)) {
                 let wanted = routes.iter().filter(|&&mask| mask & (1 << worker) != 0).count();
-                let inbox = &self.inboxes[worker];
-                if inbox.queue.capacity() - inbox.queue.len() < wanted {
+                if !self.inboxes[worker].has_room(wanted) {
                     return Err(Refused::Full);
                 }
             }
@@ -602,6 +620,22 @@ mod tests {
         let unwanted: Vec<Event> = (0..INBOX_CAPACITY + 1).map(|_| event("t")).collect();
         assert!(bus.publish(unwanted).is_ok(), "no one wants t any more: no queue can be full");
         assert_eq!(bus.published(), 3 + INBOX_CAPACITY as u64 + 1);
+    }
+
+    #[test]
+    fn a_deep_inbox_holds_publishes_back_but_an_empty_one_takes_a_large_publish() {
+        let bus = Bus::new(vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>], limits());
+        bus.attach(0, &[topic("t")], None);
+        let batch = |n: usize| (0..n).map(|_| event("t")).collect::<Vec<_>>();
+        assert!(bus.publish(batch(INBOX_SOFT_LIMIT - 1)).is_ok());
+        assert!(bus.publish(batch(1)).is_ok(), "up to the soft limit");
+        assert_eq!(bus.publish(batch(1)), Err(Refused::Full), "past it: wait for the worker");
+        assert!(bus.inbox(0).pop().is_some());
+        assert!(bus.publish(batch(1)).is_ok(), "room again once the worker took one");
+        while bus.inbox(0).pop().is_some() {}
+        assert!(bus.publish(batch(INBOX_SOFT_LIMIT * 4)).is_ok(), "a large publish fits an empty inbox");
+        assert_eq!(bus.publish(batch(1)), Err(Refused::Full));
+        assert_eq!(bus.published(), (INBOX_SOFT_LIMIT + 1 + INBOX_SOFT_LIMIT * 4) as u64);
     }
 
     #[test]

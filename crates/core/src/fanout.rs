@@ -3,9 +3,11 @@
 //!
 //! Three steps, each bounded so the event loop keeps serving other sockets:
 //!
-//! 1. **Accept** ([`Fanout::accept`]): events leave the worker's inbox, enter
-//!    their topics' history at once (so a resuming client always finds every
-//!    event it could have seen) and wait in `pending`.
+//! 1. **Accept** ([`Fanout::accept`]): events leave the worker's inbox (the
+//!    bus has already recorded them in history) and wait in `pending`, at
+//!    most [`MAX_PENDING`] of them: the rest stay in the inbox, whose depth
+//!    is what holds publishers back (see `bus`), so a worker that falls
+//!    behind slows its publishers instead of queueing without bound.
 //! 2. **Route** a batch of up to [`MAX_BATCH`] pending events: each subscriber
 //!    of an event's topics gets its bit set in a 64-bit mask. A subscriber of
 //!    several of those topics sets the same bit twice, so it gets the event
@@ -44,6 +46,9 @@ pub const MAX_BATCH: usize = 64;
 const _: () = assert!(MAX_BATCH <= 64 && MAX_BATCH <= MAX_IOV);
 /// Subscribers written per loop turn before the worker polls its sockets again.
 pub const WRITE_SLICE: usize = 512;
+/// Events accepted but not yet routed, at most: one batch beyond the one
+/// being written, so the next batch is always full under load.
+pub const MAX_PENDING: usize = MAX_BATCH;
 
 /// The worker's connections as the fan-out sees them. The server implements
 /// it over its connection table and I/O driver; tests over plain memory.
@@ -181,6 +186,11 @@ impl Fanout {
     /// `--max-backlog`.
     pub fn max_backlog(&self) -> usize {
         self.max_backlog
+    }
+
+    /// True while fewer than [`MAX_PENDING`] events wait: it takes more.
+    pub fn wants_more(&self) -> bool {
+        self.pending.len() < MAX_PENDING
     }
 
     /// True while routed or accepted events remain to be written.
