@@ -45,10 +45,12 @@ use crate::pattern_index::PatternIndex;
 pub const INBOX_CAPACITY: usize = 16 * 1024;
 /// Events a worker may have queued before publishes wait for it (the
 /// publisher's socket is not read meanwhile: backpressure). A worker takes
-/// only a batch or two out of its inbox at a time (`fanout::MAX_PENDING`),
-/// so this depth is what bounds the delay between a publish's answer and its
-/// delivery when publishers outrun a worker: a few milliseconds of work,
-/// not seconds of it. A larger publish waits for an empty inbox.
+/// only a batch beyond the one it writes out of its inbox
+/// (`fanout::MAX_PENDING`), so this depth is what bounds the delay between
+/// a publish's answer and its delivery when publishers outrun a worker: a
+/// few milliseconds of work, not seconds of it. Below it a publish is taken
+/// whole, however large (up to [`INBOX_CAPACITY`]), so a large publish
+/// waits no longer than a small one.
 pub const INBOX_SOFT_LIMIT: usize = 64;
 
 /// Wakes a worker blocked in its event loop (the driver provides it).
@@ -106,11 +108,11 @@ impl Inbox {
         self.queue.is_empty()
     }
 
-    /// True if `wanted` more events may be queued now: within the soft
-    /// limit, or any publish that fits into an empty inbox.
+    /// True if `wanted` more events may be queued now: the queue is below
+    /// the soft limit and they fit.
     fn has_room(&self, wanted: usize) -> bool {
         let queued = self.queue.len();
-        queued + wanted <= INBOX_CAPACITY && (queued == 0 || queued + wanted <= INBOX_SOFT_LIMIT)
+        queued < INBOX_SOFT_LIMIT && queued + wanted <= INBOX_CAPACITY
     }
 
     /// The next reply.
@@ -623,19 +625,19 @@ mod tests {
     }
 
     #[test]
-    fn a_deep_inbox_holds_publishes_back_but_an_empty_one_takes_a_large_publish() {
+    fn a_deep_inbox_holds_publishes_back_and_a_large_publish_waits_no_longer_than_a_small_one() {
         let bus = Bus::new(vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>], limits());
         bus.attach(0, &[topic("t")], None);
         let batch = |n: usize| (0..n).map(|_| event("t")).collect::<Vec<_>>();
         assert!(bus.publish(batch(INBOX_SOFT_LIMIT - 1)).is_ok());
-        assert!(bus.publish(batch(1)).is_ok(), "up to the soft limit");
-        assert_eq!(bus.publish(batch(1)), Err(Refused::Full), "past it: wait for the worker");
+        assert!(bus.publish(batch(1)).is_ok(), "below the soft limit");
+        assert_eq!(bus.publish(batch(1)), Err(Refused::Full), "at it: wait for the worker");
         assert!(bus.inbox(0).pop().is_some());
-        assert!(bus.publish(batch(1)).is_ok(), "room again once the worker took one");
-        while bus.inbox(0).pop().is_some() {}
-        assert!(bus.publish(batch(INBOX_SOFT_LIMIT * 4)).is_ok(), "a large publish fits an empty inbox");
+        assert!(bus.publish(batch(INBOX_SOFT_LIMIT * 4)).is_ok(), "room again, for a large publish too");
         assert_eq!(bus.publish(batch(1)), Err(Refused::Full));
-        assert_eq!(bus.published(), (INBOX_SOFT_LIMIT + 1 + INBOX_SOFT_LIMIT * 4) as u64);
+        while bus.inbox(0).pop().is_some() {}
+        assert_eq!(bus.publish(batch(INBOX_CAPACITY + 1)), Err(Refused::Full), "never more than the queue holds");
+        assert_eq!(bus.published(), (INBOX_SOFT_LIMIT + INBOX_SOFT_LIMIT * 4) as u64);
     }
 
     #[test]
