@@ -39,9 +39,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ssehub_core::backplane::{IdempotencyKey, Metric};
-use ssehub_core::bus::{Journal, unix_ms};
+use ssehub_core::bus::{Floor, Journal, unix_ms};
+use ssehub_core::history::Gap;
 use ssehub_core::{Event, EventId};
-use ssehub_protocol::journal::{self as record, SEGMENT_MAGIC};
+use ssehub_protocol::journal::{self as record, DropReason, FloorRecord, SEGMENT_MAGIC};
 
 use crate::backplane::{counter, gauge};
 
@@ -320,16 +321,31 @@ impl Journal for Log {
         Ok(())
     }
 
-    fn release(&mut self, oldest: Option<EventId>, last: EventId, now_ms: u64) {
+    fn release(&mut self, oldest: Option<EventId>, last: EventId, floor: Floor, now_ms: u64) {
+        let deletable = self
+            .closed
+            .iter()
+            .take_while(|front| {
+                let events_gone = match oldest {
+                    Some(oldest) => front.last_id < oldest,
+                    None => front.last_id <= last,
+                };
+                events_gone && front.keys_until <= now_ms
+            })
+            .count();
+        if deletable == 0 {
+            return;
+        }
+        // What history dropped goes down (and, unless `--fsync no`, onto the
+        // disk) before the events themselves are deleted; if it cannot,
+        // nothing is deleted and the next sweep tries again.
+        if let Err(error) = self.append_floor(floor) {
+            log::error!("{}: cannot record what history dropped, segments kept: {error}", self.active.path.display());
+            return;
+        }
         let mut deleted = false;
-        while let Some(front) = self.closed.front() {
-            let events_gone = match oldest {
-                Some(oldest) => front.last_id < oldest,
-                None => front.last_id <= last,
-            };
-            if !events_gone || front.keys_until > now_ms {
-                break;
-            }
+        for _ in 0..deletable {
+            let Some(front) = self.closed.front() else { break };
             if let Err(error) = std::fs::remove_file(&front.path)
                 && error.kind() != io::ErrorKind::NotFound
             {
@@ -353,6 +369,46 @@ impl Journal for Log {
             }
         }
     }
+}
+
+impl Log {
+    /// Writes a floor record (see [`Floor`]) at the end of the open segment
+    /// and, with `--fsync` other than `no`, syncs it: it must be on disk
+    /// before the segments it stands for are gone.
+    fn append_floor(&mut self, floor: Floor) -> io::Result<()> {
+        let dropped = floor
+            .dropped
+            .map(|(id, why)| (id, if why == Gap::Expired { DropReason::Expired } else { DropReason::Evicted }));
+        self.buf.clear();
+        if let Err(record::TooLarge(why)) =
+            record::encode_floor(&mut self.buf, &FloorRecord { origin: floor.origin, dropped })
+        {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        }
+        self.write_buf()?;
+        if self.settings.fsync == Fsync::Everysec && !self.sync(&self.active.file) {
+            let _ = self.active.file.set_len(self.active.len);
+            return Err(io::Error::other("fdatasync failed"));
+        }
+        let written = self.buf.len() as u64;
+        self.active.len += written;
+        self.stats.bytes.fetch_add(written, Relaxed);
+        Ok(())
+    }
+}
+
+/// A floor record as the bus takes it back.
+pub fn floor_of(record: FloorRecord) -> Floor {
+    let dropped = record.dropped.map(|(id, why)| {
+        (
+            id,
+            match why {
+                DropReason::Expired => Gap::Expired,
+                DropReason::Evicted => Gap::Evicted,
+            },
+        )
+    });
+    Floor { origin: record.origin, dropped }
 }
 
 impl Drop for Log {

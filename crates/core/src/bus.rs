@@ -152,8 +152,21 @@ pub trait Journal: Send {
 
     /// History retains nothing before `oldest` (`None`: nothing at all, up
     /// to and including `last`): the log may delete what lies entirely
-    /// below it. Called about once a second.
-    fn release(&mut self, oldest: Option<EventId>, last: EventId, now_ms: u64);
+    /// below it, once it has written `floor` down (so a restart still knows
+    /// why those events are gone). Called about once a second.
+    fn release(&mut self, oldest: Option<EventId>, last: EventId, floor: Floor, now_ms: u64);
+}
+
+/// What history has let go, as a durable log records it before deleting
+/// segments, and takes back at start ([`Bus::restore_floor`]): without it a
+/// resume from an id in a deleted segment could only be `before-start`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Floor {
+    /// Where the log's history began (the bus's boot id): a resume from
+    /// below it is `before-start`.
+    pub origin: EventId,
+    /// The newest event history dropped, and why ([`History::newest_dropped`]).
+    pub dropped: Option<(EventId, Gap)>,
 }
 
 /// Most workers a bus serves: interest is one bit per worker in a `u64`.
@@ -287,6 +300,25 @@ impl Bus {
             core.sequencer = Sequencer::new(core.last.successor().max(EventId { ms: now, seq: 0 }));
         }
         restored
+    }
+
+    /// Before the workers start, with [`Bus::restore`]: what the durable log
+    /// recorded history had dropped before it deleted segments. The boot id
+    /// goes back to where the log's history began, so a resume from an id
+    /// in a deleted segment gets the reason it would have got before the
+    /// restart (`expired`, `evicted`), and only one from before the log
+    /// began gets `before-start`. Ids continue after the floor.
+    pub fn restore_floor(&mut self, floor: Floor) {
+        let core = self.core.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if floor.origin != EventId::ZERO && floor.origin < self.boot {
+            self.boot = floor.origin;
+        }
+        if let Some((dropped, why)) = floor.dropped {
+            core.history.restore_floor((dropped, why));
+            if core.sequencer.next <= dropped {
+                core.sequencer = Sequencer::new(dropped.successor());
+            }
+        }
     }
 
     /// Before the workers start, after [`Bus::restore`]: the durable log was
@@ -461,7 +493,8 @@ impl Bus {
         let now = unix_ms();
         core.history.expire(now);
         if let Some(journal) = &mut core.journal {
-            journal.release(core.history.oldest(), core.last, now);
+            let floor = Floor { origin: self.boot, dropped: core.history.newest_dropped() };
+            journal.release(core.history.oldest(), core.last, floor, now);
         }
     }
 
@@ -657,6 +690,37 @@ mod tests {
         assert!(ids[0] > bus.boot_id());
     }
 
+    #[test]
+    fn a_restored_floor_keeps_the_reason_and_moves_boot_back_to_where_the_log_began() {
+        let ttl_ms = 60_000;
+        let mut bus = Bus::new(
+            vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>],
+            Limits { per_topic: 100, ttl_ms, budget: usize::MAX / 2 },
+        );
+        let now = unix_ms();
+        let kept = {
+            let mut e = event("t");
+            e.set_id(EventId { ms: now - 1000, seq: 0 });
+            Arc::new(e)
+        };
+        assert_eq!(bus.restore([kept]), 1);
+        let origin = EventId { ms: now - 3 * ttl_ms, seq: 0 };
+        let dropped = EventId { ms: now - 2 * ttl_ms, seq: 4 };
+        bus.restore_floor(Floor { origin, dropped: Some((dropped, Gap::Expired)) });
+        assert_eq!(bus.boot_id(), origin, "ids from the deleted segments are this log's, not before its start");
+        let resume = |bus: &Bus, after: EventId| {
+            let names = [topic("u")];
+            bus.attach(0, &names, Some((&names, Some(after)))).replay.map(|(gap, events)| (gap, events.len()))
+        };
+        assert_eq!(resume(&bus, EventId { ms: dropped.ms, seq: 0 }), Some((Some(Gap::Expired), 0)));
+        assert_eq!(resume(&bus, dropped), Some((None, 0)), "saw the newest dropped: nothing missed");
+        // A floor newer than the clock (it stepped back): ids still increase past it.
+        let mut bus = Bus::new(vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>], limits());
+        let future = EventId { ms: now + 60_000, seq: 0 };
+        bus.restore_floor(Floor { origin, dropped: Some((future, Gap::Evicted)) });
+        assert!(bus.publish(vec![event("t")]).unwrap()[0] > future);
+    }
+
     /// A journal whose writes fail from the second on.
     struct Failing(usize);
     impl Journal for Failing {
@@ -664,7 +728,7 @@ mod tests {
             self.0 += 1;
             if self.0 > 1 { Err(io::Error::other("disk full")) } else { Ok(()) }
         }
-        fn release(&mut self, _: Option<EventId>, _: EventId, _: u64) {}
+        fn release(&mut self, _: Option<EventId>, _: EventId, _: Floor, _: u64) {}
     }
 
     #[test]

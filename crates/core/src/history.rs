@@ -197,6 +197,14 @@ pub struct History {
     /// Every tombstone ever dropped was at or below this: a resume older
     /// than it may have missed events of a forgotten topic.
     tombs_dropped: Option<(EventId, Gap)>,
+    /// The newest event dropped by any bound, and why: a durable log
+    /// writes it down before deleting segments ([`History::newest_dropped`]).
+    newest_dropped: Option<(EventId, Gap)>,
+    /// Read back from a durable log ([`History::restore_floor`]): events at
+    /// or below this id were dropped before this process started, and
+    /// which topics they belonged to is no longer known, so a resume of any
+    /// topic from below it may have missed some.
+    floor: Option<(EventId, Gap)>,
     /// Bytes held (see the constants above).
     bytes: usize,
     /// Bytes held elsewhere but charged to the same budget (a standalone
@@ -218,6 +226,8 @@ impl History {
             tombstones: HashMap::new(),
             tomb_order: VecDeque::new(),
             tombs_dropped: None,
+            newest_dropped: None,
+            floor: None,
             bytes: 0,
             external: 0,
             live: 0,
@@ -262,6 +272,7 @@ impl History {
                 && let Some(old) = topic.ring.pop_front()
             {
                 topic.dropped = Some((old.id(), Gap::Evicted));
+                self.newest_dropped = newest(self.newest_dropped, topic.dropped);
                 self.bytes -= RING_ENTRY_BYTES;
                 self.drops.count += 1;
                 self.release(old.id());
@@ -330,6 +341,7 @@ impl History {
                     }
                     note(self.newest_tombstone().filter(|&(id, _)| after < id).map(|(_, why)| why));
                     note(self.tombs_dropped.filter(|&(id, _)| after < id).map(|(_, why)| why));
+                    note(self.floor.filter(|&(id, _)| after < id).map(|(_, why)| why));
                     matched.sort_by_key(|e| e.id());
                     matched.dedup_by_key(|e| e.id());
                     if matched.len() > cap {
@@ -350,7 +362,11 @@ impl History {
     /// Why a client that saw everything of `topic` up to `after` missed
     /// some of it, if it did.
     pub fn missed(&self, topic: &str, after: EventId) -> Option<Gap> {
-        let newer = |dropped: Option<(EventId, Gap)>| dropped.filter(|&(id, _)| after < id).map(|(_, why)| why);
+        // What a restored log no longer tells apart by topic holds for all
+        // of them; the newer knowledge gives the reason.
+        let newer = |dropped: Option<(EventId, Gap)>| {
+            newest(dropped, self.floor).filter(|&(id, _)| after < id).map(|(_, why)| why)
+        };
         if let Some(topic) = self.topics.get(topic) {
             return newer(topic.dropped);
         }
@@ -361,6 +377,24 @@ impl History {
         // latter can hide events, and only newer than `after` if `after`
         // is below what tombstones were dropped up to.
         newer(self.tombs_dropped)
+    }
+
+    /// The newest event any bound dropped, and why (what a durable log
+    /// records before deleting segments whose events are all gone).
+    pub fn newest_dropped(&self) -> Option<(EventId, Gap)> {
+        self.newest_dropped
+    }
+
+    /// Takes back what a durable log recorded history had dropped before
+    /// this process started ([`History::newest_dropped`] then): a resume
+    /// of any topic from an id below it gets the gap, with its reason,
+    /// unless newer knowledge of the topic says otherwise. Only conservative
+    /// where the log's deleted segments would have told topics apart: a
+    /// resume from below every retained event, of a topic that dropped
+    /// nothing after it, also gets the gap.
+    pub fn restore_floor(&mut self, dropped: (EventId, Gap)) {
+        self.floor = newest(self.floor, Some(dropped));
+        self.newest_dropped = newest(self.newest_dropped, Some(dropped));
     }
 
     /// Forgets everything (the stream the events came from was reset).
@@ -467,6 +501,7 @@ impl History {
             Gap::Expired => self.drops.expired += 1,
             _ => self.drops.evicted += 1,
         }
+        self.newest_dropped = newest(self.newest_dropped, Some((event.id(), why)));
         for name in event.topics() {
             let Some(topic) = self.topics.get_mut(&**name) else { continue };
             // Oldest globally, so oldest in its topic, unless `--history`
@@ -498,6 +533,7 @@ impl History {
     /// With `--history 0`: the event is never held, but the topic must
     /// remember that it had one.
     fn drop_from_topic(&mut self, name: &str, id: EventId, why: Gap) {
+        self.newest_dropped = newest(self.newest_dropped, Some((id, why)));
         if let Some(topic) = self.topics.get_mut(name) {
             topic.dropped = Some((id, why));
             return;
@@ -556,6 +592,15 @@ fn event_bytes(event: &Event) -> usize {
 const fn block(size: usize) -> usize {
     let chunk = (size + 8 + 15) & !15;
     if chunk < 32 { 32 } else { chunk }
+}
+
+/// Of two pieces of "dropped up to" knowledge, the one with the newer id.
+fn newest(a: Option<(EventId, Gap)>, b: Option<(EventId, Gap)>) -> Option<(EventId, Gap)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.0 > x.0 { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
 }
 
 fn hash(name: &str) -> u64 {
@@ -738,6 +783,30 @@ mod tests {
         let forgotten = 20_000 - stats.events as u64;
         assert_eq!(replayed(&history, &[topic(&format!("user/{forgotten}"))], forgotten).0, None, "saw it: no gap");
         assert!(replayed(&history, &[topic(&format!("user/{forgotten}"))], forgotten - 1).0.is_some());
+    }
+
+    #[test]
+    fn the_newest_drop_is_known_and_a_restored_floor_covers_every_topic() {
+        let mut history = History::new(limits(1, 100, BIG));
+        assert_eq!(history.newest_dropped(), None);
+        history.record(&event(1000, &["a"]), 1000);
+        history.record(&event(1010, &["a"]), 1010);
+        assert_eq!(history.newest_dropped(), Some((id(1000), Gap::Evicted)), "--history pushed it out");
+        history.expire(1111);
+        assert_eq!(history.newest_dropped(), Some((id(1010), Gap::Expired)));
+        // A new process, given what the log recorded, then the events it kept.
+        let mut restored = History::new(limits(1, 100, BIG));
+        restored.restore_floor((id(1010), Gap::Expired));
+        restored.record(&event(1050, &["b"]), 1050);
+        assert_eq!(replayed(&restored, &[topic("a")], 1005), (Some(Gap::Expired), vec![]));
+        assert_eq!(replayed(&restored, &[topic("b")], 1005), (Some(Gap::Expired), vec![1050]), "any topic");
+        assert_eq!(replayed(&restored, &[pattern("*")], 1005), (Some(Gap::Expired), vec![1050]));
+        assert_eq!(replayed(&restored, &[topic("a")], 1010), (None, vec![]), "saw the newest dropped");
+        assert_eq!(replayed(&restored, &[topic("b")], 1010), (None, vec![1050]));
+        // Newer knowledge of a topic gives its reason.
+        restored.record(&event(1060, &["b"]), 1060);
+        assert_eq!(replayed(&restored, &[topic("b")], 1005), (Some(Gap::Evicted), vec![1060]));
+        assert_eq!(restored.newest_dropped(), Some((id(1050), Gap::Evicted)));
     }
 
     #[test]

@@ -14,7 +14,16 @@
 //!          without its `id:` line, rebuilt byte for byte)
 //!   KEY:   u64 ms remembered at, [u8; 16] fingerprint, u8 key length
 //!          (1..=128) + key bytes, u16 id count, per id u64 ms + u64 seq
+//!   FLOOR: u64 ms + u64 seq of the log's origin, u8 reason (0: nothing
+//!          dropped, 1: evicted, 2: expired), u64 ms + u64 seq of the
+//!          newest dropped event (zero when nothing was dropped)
 //! ```
+//!
+//! A FLOOR record is written before segments are deleted: what history had
+//! let go by then (and why the newest went), and the first id the log's
+//! history ever began at, so that after a restart a resume from an id in a
+//! deleted segment gets the reason it would have got before, not
+//! `before-start`.
 //!
 //! Integers are little-endian. Decoding never trusts a length: a record
 //! that runs past the buffer is [`RecordError::Truncated`] (a torn tail), a
@@ -41,6 +50,7 @@ pub const MAX_KEY: usize = 128;
 
 const KIND_EVENT: u8 = 1;
 const KIND_KEY: u8 = 2;
+const KIND_FLOOR: u8 = 3;
 
 /// One decoded record, borrowing from the buffer it was read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +59,29 @@ pub enum Record<'a> {
     Event(EventRecord<'a>),
     /// An idempotency key remembered with the ids its publish was given.
     Key(KeyRecord<'a>),
+    /// What history had dropped when segments were deleted.
+    Floor(FloorRecord),
+}
+
+/// Why history let an event go, as the log remembers it (the `ssehub-gap`
+/// reason a resume that needed it gets).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Pushed out by `--history` or `--history-memory`.
+    Evicted,
+    /// Outlived `--history-ttl`.
+    Expired,
+}
+
+/// What history had let go when the log deleted segments: every event at or
+/// below `dropped`'s id is gone (the deleted segments held only such
+/// events), and ids from `origin` on were issued by this log's history.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FloorRecord {
+    /// Where the log's history began: a resume from below it is `before-start`.
+    pub origin: EventId,
+    /// The newest event history had dropped, and why (`None`: none yet).
+    pub dropped: Option<(EventId, DropReason)>,
 }
 
 /// An event as the log holds it.
@@ -166,6 +199,23 @@ pub fn encode_key(
     seal(out, start)
 }
 
+/// Appends one floor record to `out`. Fixed size, so it never breaks a
+/// bound; the `Result` matches the other encoders.
+pub fn encode_floor(out: &mut Vec<u8>, floor: &FloorRecord) -> Result<(), TooLarge> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    out.push(KIND_FLOOR);
+    put_id(out, floor.origin);
+    let (reason, id) = match floor.dropped {
+        None => (0, EventId::ZERO),
+        Some((id, DropReason::Evicted)) => (1, id),
+        Some((id, DropReason::Expired)) => (2, id),
+    };
+    out.push(reason);
+    put_id(out, id);
+    seal(out, start)
+}
+
 /// Decodes the record at the start of `bytes`; returns it and the bytes it took.
 pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), RecordError> {
     let Some(header) = bytes.get(..HEADER) else { return Err(RecordError::Truncated) };
@@ -219,6 +269,22 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), RecordError> {
                 return Err(RecordError::Malformed("bytes after the key record"));
             }
             Record::Key(KeyRecord { at_ms, fingerprint, key, ids })
+        }
+        KIND_FLOOR => {
+            let origin = reader.id()?;
+            let reason = reader.u8()?;
+            let id = reader.id()?;
+            if !reader.rest.is_empty() {
+                return Err(RecordError::Malformed("bytes after the floor record"));
+            }
+            // One encoding per value: "nothing dropped" carries the zero id.
+            let dropped = match reason {
+                0 if id == EventId::ZERO => None,
+                1 => Some((id, DropReason::Evicted)),
+                2 => Some((id, DropReason::Expired)),
+                _ => return Err(RecordError::Malformed("floor reason")),
+            };
+            Record::Floor(FloorRecord { origin, dropped })
         }
         _ => return Err(RecordError::Malformed("unknown kind")),
     };
@@ -327,6 +393,38 @@ mod tests {
             Record::Key(KeyRecord { at_ms: 7, fingerprint: [9; 16], key: "key-1", ids: vec![id(1, 2), id(3, 4)] })
         );
         assert_eq!(used + rest, log.len());
+    }
+
+    #[test]
+    fn floor_records_round_trip_and_have_one_encoding() {
+        let floors = [
+            FloorRecord { origin: id(5, 0), dropped: None },
+            FloorRecord { origin: id(5, 0), dropped: Some((id(9, 3), DropReason::Evicted)) },
+            FloorRecord { origin: EventId::ZERO, dropped: Some((id(u64::MAX, u64::MAX), DropReason::Expired)) },
+        ];
+        let mut log = Vec::new();
+        for floor in &floors {
+            encode_floor(&mut log, floor).unwrap();
+        }
+        let mut rest = &log[..];
+        for floor in &floors {
+            let (record, used) = decode(rest).unwrap();
+            assert_eq!(record, Record::Floor(*floor));
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+        // "Nothing dropped" with an id, or an unknown reason: not a record.
+        for (reason, id_byte) in [(0u8, 1u8), (3, 0)] {
+            let mut body = vec![KIND_FLOOR];
+            body.extend_from_slice(&[0; 16]);
+            body.push(reason);
+            body.extend_from_slice(&[id_byte; 16]);
+            let mut bad = Vec::new();
+            bad.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            bad.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            bad.extend_from_slice(&body);
+            assert_eq!(decode(&bad), Err(RecordError::Malformed("floor reason")), "reason {reason}");
+        }
     }
 
     #[test]
