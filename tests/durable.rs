@@ -4,7 +4,8 @@
 //! answered id out of the log; a
 //! damaged log (torn or garbage tail, a flipped byte, an empty segment)
 //! starts, is cut, and resumes get the gap rule; the lock; segments deleted
-//! as history expires them; every `--fsync` mode; idempotency keys across a
+//! as history expires them; resumes into deleted segments keep their gap
+//! reason across a restart; every `--fsync` mode; idempotency keys across a
 //! restart; `--data-dir` with `--redis` refused.
 
 mod common;

@@ -26,7 +26,11 @@
 //! begun; a closed segment is deleted, whole, once history retains none of
 //! its events and its keys' windows are over ([`Journal::release`], from
 //! the history sweep worker 0 runs every second), so disk use is bounded by
-//! the same limits as memory, plus one open segment.
+//! the same limits as memory, plus one open segment. Before deleting, the
+//! log appends a floor record (history's newest dropped id and why, and
+//! where its ids began; synced unless `--fsync no`): read back at start
+//! ([`ssehub_core::bus::Bus::restore_floor`]), it keeps the `expired` /
+//! `evicted` reason of a resume into a deleted segment across a restart.
 
 pub mod recover;
 
