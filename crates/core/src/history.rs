@@ -257,11 +257,14 @@ impl History {
                 Some(topic) => topic,
                 None => {
                     self.bytes += TOPIC_OVERHEAD + block(name.len());
-                    // A topic coming back takes over its tombstone's knowledge.
-                    let dropped = self.tombstones.remove(&hash(name)).map(Tombstone::dropped);
-                    if dropped.is_some() {
+                    // A topic coming back takes over its tombstone's knowledge;
+                    // without one it may be a topic whose tombstone was
+                    // dropped, so it knows what every unknown topic knows.
+                    let tomb = self.tombstones.remove(&hash(name)).map(Tombstone::dropped);
+                    if tomb.is_some() {
                         self.bytes -= TOMBSTONE_BYTES;
                     }
+                    let dropped = tomb.or(self.tombs_dropped);
                     self.topics.entry(name.clone()).or_insert(TopicHistory { ring: VecDeque::new(), dropped })
                 }
             };
@@ -727,6 +730,17 @@ mod tests {
         assert_eq!(history.stats().tombstones, 0);
         assert_eq!(replayed(&history, &[topic("a")], 999), (Some(Gap::Expired), vec![1160]));
         assert_eq!(replayed(&history, &[topic("a")], 1000), (None, vec![1160]));
+    }
+
+    #[test]
+    fn a_topic_back_after_its_tombstone_went_still_gets_the_gap() {
+        let mut history = History::new(limits(10, 100, BIG));
+        history.record(&event(1000, &["a"]), 1000);
+        history.expire(1400);
+        assert_eq!(history.stats().tombstones, 0, "the tombstone outlived its event by one TTL");
+        history.record(&event(1500, &["a"]), 1500);
+        assert_eq!(replayed(&history, &[topic("a")], 999), (Some(Gap::Expired), vec![1500]), "1000 was missed");
+        assert_eq!(replayed(&history, &[topic("a")], 1000), (None, vec![1500]));
     }
 
     #[test]
