@@ -370,8 +370,8 @@ fn resume_gap(server: &Server, topic: &str, after: &str) -> (Option<String>, Vec
 /// Segments are deleted once history retains none of their events; a
 /// resume from an id in them must still get the reason it got before the
 /// restart (`expired`, `evicted`), not `before-start`, which is kept for ids
-/// from before the data dir's history began. Exact where the bound was the
-/// topic's own (`--history N` drops are replayed from the kept segments).
+/// from before the data dir's history began, and no gap where none was due
+/// (the log keeps what history knew of each topic whose events it deleted).
 #[test]
 fn a_resume_into_deleted_segments_keeps_its_gap_reason_across_a_restart() {
     let small = ["--data-segment-bytes", "4096", "--idempotency-window", "0"];
@@ -385,7 +385,21 @@ fn a_resume_into_deleted_segments_keeps_its_gap_reason_across_a_restart() {
         let dir = common::temp_dir("durable-floor");
         let args: Vec<&str> = small.iter().chain(extra).copied().collect();
         let mut server = start(&dir, &args);
-        let ids: Vec<String> = (0..n).map(|i| publish(&server, "t", &format!("{i}{data}"))).collect();
+        // A topic with one early event, evicted with the first segments.
+        // (With --history 5 it would be kept, and every segment with it;
+        // with a 1 s TTL its tombstone goes after 2 s, and a resume from
+        // it gets the gap before a restart too.)
+        // Another such topic in between: what a log that only kept "the
+        // newest dropped id" would take for every topic's.
+        let quiet = (bound == "memory").then(|| publish(&server, "quiet", "q"));
+        let ids: Vec<String> = (0..n)
+            .map(|i| {
+                if quiet.is_some() && i == n / 2 {
+                    publish(&server, "quiet2", "q2");
+                }
+                publish(&server, "t", &format!("{i}{data}"))
+            })
+            .collect();
         if bound == "ttl" {
             server.wait_metric("ssehub_journal_segments", |n| n == 1);
         } else {
@@ -393,6 +407,7 @@ fn a_resume_into_deleted_segments_keeps_its_gap_reason_across_a_restart() {
         }
         let before = resume_gap(&server, "t", &ids[5]);
         assert_eq!(before.0.as_deref(), Some(reason), "{bound}: before the restart");
+
         // SIGKILL: the floor must already be on disk when the segments go.
         assert_eq!(server.signal_and_wait(libc::SIGKILL), None);
 
@@ -409,6 +424,14 @@ fn a_resume_into_deleted_segments_keeps_its_gap_reason_across_a_restart() {
                 assert_eq!(resume_gap(&server, "t", &ids[n - 4]), (None, last3));
             }
             _ => assert!(!after_restart.1.is_empty(), "the budget still holds the newest"),
+        }
+        if let Some(quiet) = &quiet {
+            // Exact, not merely the right reason: the log kept what history
+            // knew of each topic whose events it deleted. (Only now: each
+            // resume publishes a marker to its topic, which later expires.)
+            assert_eq!(resume_gap(&server, "quiet", quiet), (None, vec![]), "{bound}: saw its only event: no gap");
+            let (gap, _) = resume_gap(&server, "quiet", &format!("{}-0", id_of(quiet).0 - 1));
+            assert_eq!(gap.as_deref(), Some(reason), "{bound}: but from before its event");
         }
         let (gap, _) = resume_gap(&server, "t", "1-0");
         assert_eq!(gap.as_deref(), Some("before-start"), "{bound}: before the data dir's first id");

@@ -6,9 +6,12 @@
 
 use libfuzzer_sys::fuzz_target;
 use ssehub_protocol::EventId;
-use ssehub_protocol::journal::{DropReason, FloorRecord, Record, decode, encode_event, encode_floor, encode_key};
+use ssehub_protocol::journal::{
+    DropReason, FloorRecord, Record, RecordError, decode, encode_event, encode_floor, encode_key,
+};
 
-type Floor = Option<(u64, u64, Option<(u64, u64, bool)>)>;
+/// origin ms, last ms, the drop for unlisted topics, listed topics (hash, ms, seq, expired).
+type Floor = Option<(u64, u64, Option<(u64, u64, bool)>, Vec<(u64, u64, u64, bool)>)>;
 
 fuzz_target!(|input: (Vec<u8>, Vec<(u64, u64, Vec<String>, Vec<u8>)>, Option<(u64, [u8; 16], String)>, Floor)| {
     let (raw, events, key, floor) = input;
@@ -51,16 +54,21 @@ fuzz_target!(|input: (Vec<u8>, Vec<(u64, u64, Vec<String>, Vec<u8>)>, Option<(u6
         rest = &rest[used..];
     }
     assert!(rest.is_empty());
-    if let Some((ms, seq, dropped)) = floor {
+    if let Some((origin, last, dropped, topics)) = floor {
+        let why = |expired: bool| if expired { DropReason::Expired } else { DropReason::Evicted };
         let floor = FloorRecord {
-            origin: EventId { ms, seq },
-            dropped: dropped.map(|(ms, seq, expired)| {
-                (EventId { ms, seq }, if expired { DropReason::Expired } else { DropReason::Evicted })
-            }),
+            origin: EventId { ms: origin, seq: 0 },
+            last: EventId { ms: last, seq: 1 },
+            dropped: dropped.map(|(ms, seq, expired)| (EventId { ms, seq }, why(expired))),
+            topics: topics.into_iter().map(|(h, ms, seq, expired)| (h, EventId { ms, seq }, why(expired))).collect(),
         };
         let start = log.len();
         encode_floor(&mut log, &floor).expect("a floor always encodes");
         let (record, used) = decode(&log[start..]).expect("an encoded floor decodes");
         assert_eq!((record, used), (Record::Floor(floor), log.len() - start));
+        // Cut anywhere short, it is a torn record, never a shorter floor.
+        for cut in [start, start + 1, (start + log.len()) / 2, log.len() - 1] {
+            assert_eq!(decode(&log[start..cut]).map(|_| ()), Err(RecordError::Truncated));
+        }
     }
 });

@@ -27,10 +27,11 @@
 //! its events and its keys' windows are over ([`Journal::release`], from
 //! the history sweep worker 0 runs every second), so disk use is bounded by
 //! the same limits as memory, plus one open segment. Before deleting, the
-//! log appends a floor record (history's newest dropped id and why, and
+//! log appends a floor record (what history knows of the dropped events
+//! up to the segments' end: each topic's newest dropped id and why, and
 //! where its ids began; synced unless `--fsync no`): read back at start
-//! ([`ssehub_core::bus::Bus::restore_floor`]), it keeps the `expired` /
-//! `evicted` reason of a resume into a deleted segment across a restart.
+//! ([`ssehub_core::bus::Bus::restore_floor`]), it gives a resume into a
+//! deleted segment the gap it would have got before the restart.
 
 pub mod recover;
 
@@ -44,7 +45,7 @@ use std::time::Duration;
 
 use ssehub_core::backplane::{IdempotencyKey, Metric};
 use ssehub_core::bus::{Floor, Journal, unix_ms};
-use ssehub_core::history::Gap;
+use ssehub_core::history::{Gap, Knowledge};
 use ssehub_core::{Event, EventId};
 use ssehub_protocol::journal::{self as record, DropReason, FloorRecord, SEGMENT_MAGIC};
 
@@ -325,8 +326,14 @@ impl Journal for Log {
         Ok(())
     }
 
-    fn release(&mut self, oldest: Option<EventId>, last: EventId, floor: Floor, now_ms: u64) {
-        let deletable = self
+    fn release(
+        &mut self,
+        oldest: Option<EventId>,
+        last: EventId,
+        now_ms: u64,
+        floor: &mut dyn FnMut(EventId, usize) -> Floor,
+    ) {
+        let deletable: Vec<EventId> = self
             .closed
             .iter()
             .take_while(|front| {
@@ -336,19 +343,21 @@ impl Journal for Log {
                 };
                 events_gone && front.keys_until <= now_ms
             })
-            .count();
-        if deletable == 0 {
-            return;
-        }
-        // What history dropped goes down (and, unless `--fsync no`, onto the
-        // disk) before the events themselves are deleted; if it cannot,
-        // nothing is deleted and the next sweep tries again.
-        if let Err(error) = self.append_floor(floor) {
+            .map(|front| front.last_id)
+            .collect();
+        let Some(&upto) = deletable.iter().max() else { return };
+        // What history knows of the events about to go down goes down (and,
+        // unless `--fsync no`, onto the disk) before they are deleted; if it
+        // cannot, nothing is deleted and the next sweep tries again. At most
+        // a quarter of a segment's worth of topics; history makes the rest
+        // conservative.
+        let max_topics = (self.settings.segment_bytes as usize / 4 / record::FLOOR_TOPIC).max(1024);
+        if let Err(error) = self.append_floor(floor(upto, max_topics)) {
             log::error!("{}: cannot record what history dropped, segments kept: {error}", self.active.path.display());
             return;
         }
         let mut deleted = false;
-        for _ in 0..deletable {
+        for _ in 0..deletable.len() {
             let Some(front) = self.closed.front() else { break };
             if let Err(error) = std::fs::remove_file(&front.path)
                 && error.kind() != io::ErrorKind::NotFound
@@ -380,13 +389,17 @@ impl Log {
     /// and, with `--fsync` other than `no`, syncs it: it must be on disk
     /// before the segments it stands for are gone.
     fn append_floor(&mut self, floor: Floor) -> io::Result<()> {
-        let dropped = floor
-            .dropped
-            .map(|(id, why)| (id, if why == Gap::Expired { DropReason::Expired } else { DropReason::Evicted }));
+        fn reason(why: Gap) -> DropReason {
+            if why == Gap::Expired { DropReason::Expired } else { DropReason::Evicted }
+        }
+        let record = FloorRecord {
+            origin: floor.origin,
+            last: floor.last,
+            dropped: floor.knowledge.dropped.map(|(id, why)| (id, reason(why))),
+            topics: floor.knowledge.topics.iter().map(|&(h, id, why)| (h, id, reason(why))).collect(),
+        };
         self.buf.clear();
-        if let Err(record::TooLarge(why)) =
-            record::encode_floor(&mut self.buf, &FloorRecord { origin: floor.origin, dropped })
-        {
+        if let Err(record::TooLarge(why)) = record::encode_floor(&mut self.buf, &record) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
         self.write_buf()?;
@@ -403,16 +416,17 @@ impl Log {
 
 /// A floor record as the bus takes it back.
 pub fn floor_of(record: FloorRecord) -> Floor {
-    let dropped = record.dropped.map(|(id, why)| {
-        (
-            id,
-            match why {
-                DropReason::Expired => Gap::Expired,
-                DropReason::Evicted => Gap::Evicted,
-            },
-        )
-    });
-    Floor { origin: record.origin, dropped }
+    fn gap(why: DropReason) -> Gap {
+        match why {
+            DropReason::Expired => Gap::Expired,
+            DropReason::Evicted => Gap::Evicted,
+        }
+    }
+    let knowledge = Knowledge {
+        dropped: record.dropped.map(|(id, why)| (id, gap(why))),
+        topics: record.topics.into_iter().map(|(h, id, why)| (h, id, gap(why))).collect(),
+    };
+    Floor { origin: record.origin, last: record.last, knowledge }
 }
 
 impl Drop for Log {

@@ -282,11 +282,13 @@ fn take_lock(dir: &Path) -> io::Result<File> {
 mod tests {
     use super::*;
     use ssehub_core::bus::Journal;
-    use ssehub_core::history::Gap;
+    use ssehub_core::history::{Gap, Knowledge};
 
     use crate::journal::Fsync;
 
-    const NO_FLOOR: Floor = Floor { origin: EventId::ZERO, dropped: None };
+    fn no_floor(_: EventId, _: usize) -> Floor {
+        Floor { origin: EventId::ZERO, last: EventId::ZERO, knowledge: Knowledge::default() }
+    }
 
     fn settings(dir: &Path, segment_bytes: u64) -> JournalSettings {
         JournalSettings { dir: dir.to_path_buf(), fsync: Fsync::No, segment_bytes, key_window_ms: 60_000 }
@@ -392,9 +394,9 @@ mod tests {
         let segments = log.closed.len();
         assert!(segments >= 3);
         let second_last = log.closed[1].last_id;
-        log.release(Some(second_last), EventId { ms: 10, seq: 0 }, NO_FLOOR, 0);
+        log.release(Some(second_last), EventId { ms: 10, seq: 0 }, 0, &mut no_floor);
         assert_eq!(log.closed.len(), segments - 1, "only the first lies wholly below the oldest retained");
-        log.release(None, EventId { ms: 10, seq: 0 }, NO_FLOOR, 0);
+        log.release(None, EventId { ms: 10, seq: 0 }, 0, &mut no_floor);
         assert!(log.closed.is_empty(), "nothing retained: every closed segment goes");
         let files = fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some()).count();
         assert_eq!(files, 1, "the open segment stays");
@@ -402,29 +404,39 @@ mod tests {
     }
 
     #[test]
-    fn what_history_dropped_is_recorded_before_segments_go_and_read_back() {
+    fn what_history_knew_is_recorded_before_segments_go_and_read_back() {
         let dir = tempdir("floor");
         let (mut log, _, _) = reopen(&dir, 100);
         for i in 1..=10 {
             log.append(&[event(i, "t", "some data")], None, 0).unwrap();
         }
         let last = EventId { ms: 10, seq: 0 };
-        let kept = log.closed.iter().map(|c| c.last_id).nth(1).unwrap();
-        // Nothing to delete: nothing written.
-        let before = log.active.len;
-        log.release(Some(EventId { ms: 1, seq: 0 }), last, NO_FLOOR, 0);
-        assert_eq!(log.active.len, before);
+        let first_two: Vec<EventId> = log.closed.iter().map(|c| c.last_id).take(2).collect();
         let origin = EventId { ms: 1, seq: 0 };
-        let first = Floor { origin, dropped: Some((EventId { ms: 2, seq: 0 }, Gap::Evicted)) };
-        log.release(Some(kept), last, first, 0);
-        let second = Floor { origin, dropped: Some((last, Gap::Expired)) };
-        log.release(None, last, second, 0);
+        let floor = |upto: EventId| Floor {
+            origin,
+            last,
+            knowledge: Knowledge { dropped: None, topics: vec![(42, upto, Gap::Expired)] },
+        };
+        // Nothing to delete: nothing asked, nothing written.
+        let before = log.active.len;
+        log.release(Some(EventId { ms: 1, seq: 0 }), last, 0, &mut |_, _| panic!("not asked"));
+        assert_eq!(log.active.len, before);
+        let mut asked = Vec::new();
+        log.release(Some(first_two[1]), last, 0, &mut |upto, max| {
+            asked.push((upto, max));
+            floor(upto)
+        });
+        assert_eq!(asked, [(first_two[0], 1024)], "asked up to the end of what is deleted");
+        log.release(None, last, 0, &mut |upto, _| floor(upto));
         assert!(log.closed.is_empty());
         drop(log);
         let (_log, events, recovered) = reopen_lost(&dir, 100);
-        assert_eq!(recovered.floor, Some(second), "the newest floor wins");
+        let newest = recovered.floor.expect("a floor");
         assert!(!recovered.lost);
-        assert!(events.iter().all(|e| e.id() > kept), "the deleted segments' events are gone");
+        assert_eq!((newest.origin, newest.last), (origin, last));
+        assert!(newest.knowledge.topics[0].1 > first_two[1], "the newest floor wins: {newest:?}");
+        assert!(events.iter().all(|e| e.id() > first_two[1]), "the deleted segments' events are gone");
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -438,9 +450,9 @@ mod tests {
             log.append(&[event(i, "t", "some data")], None, 1_000).unwrap();
         }
         let last = EventId { ms: 6, seq: 0 };
-        log.release(None, last, NO_FLOOR, 1_000 + 59_999);
+        log.release(None, last, 1_000 + 59_999, &mut no_floor);
         assert_eq!(log.closed.front().map(|c| c.last_id.ms), Some(1), "the key's window (60 s) is not over");
-        log.release(None, last, NO_FLOOR, 1_000 + 60_000);
+        log.release(None, last, 1_000 + 60_000, &mut no_floor);
         assert!(log.closed.is_empty());
         let _ = fs::remove_dir_all(&dir);
     }

@@ -27,9 +27,7 @@
 //! (see [`History::missed`]). That takes a client away for longer than twice
 //! the TTL, or a flood of topics past the budget.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::mem::size_of;
 use std::sync::Arc;
 
@@ -101,6 +99,20 @@ pub struct Drops {
     pub expired: u64,
     /// Evicted by `--history-memory`.
     pub evicted: u64,
+}
+
+/// What history knows of the events it dropped below some id, as a durable
+/// log records it before deleting the segments that held them
+/// ([`History::knowledge`], [`History::restore_knowledge`]): what tombstones
+/// and topic records would have told a resume, kept across a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Knowledge {
+    /// Any topic not in `topics` may have dropped events up to this id
+    /// (the knowledge history had let go, as [`History::missed`] assumes
+    /// for a topic it knows nothing of, and what did not fit).
+    pub dropped: Option<(EventId, Gap)>,
+    /// By topic hash: its newest dropped event, and why; oldest first.
+    pub topics: Vec<(u64, EventId, Gap)>,
 }
 
 /// Figures for `/metrics`.
@@ -197,14 +209,6 @@ pub struct History {
     /// Every tombstone ever dropped was at or below this: a resume older
     /// than it may have missed events of a forgotten topic.
     tombs_dropped: Option<(EventId, Gap)>,
-    /// The newest event dropped by any bound, and why: a durable log
-    /// writes it down before deleting segments ([`History::newest_dropped`]).
-    newest_dropped: Option<(EventId, Gap)>,
-    /// Read back from a durable log ([`History::restore_floor`]): events at
-    /// or below this id were dropped before this process started, and
-    /// which topics they belonged to is no longer known, so a resume of any
-    /// topic from below it may have missed some.
-    floor: Option<(EventId, Gap)>,
     /// Bytes held (see the constants above).
     bytes: usize,
     /// Bytes held elsewhere but charged to the same budget (a standalone
@@ -226,8 +230,6 @@ impl History {
             tombstones: HashMap::new(),
             tomb_order: VecDeque::new(),
             tombs_dropped: None,
-            newest_dropped: None,
-            floor: None,
             bytes: 0,
             external: 0,
             live: 0,
@@ -275,7 +277,6 @@ impl History {
                 && let Some(old) = topic.ring.pop_front()
             {
                 topic.dropped = Some((old.id(), Gap::Evicted));
-                self.newest_dropped = newest(self.newest_dropped, topic.dropped);
                 self.bytes -= RING_ENTRY_BYTES;
                 self.drops.count += 1;
                 self.release(old.id());
@@ -344,7 +345,6 @@ impl History {
                     }
                     note(self.newest_tombstone().filter(|&(id, _)| after < id).map(|(_, why)| why));
                     note(self.tombs_dropped.filter(|&(id, _)| after < id).map(|(_, why)| why));
-                    note(self.floor.filter(|&(id, _)| after < id).map(|(_, why)| why));
                     matched.sort_by_key(|e| e.id());
                     matched.dedup_by_key(|e| e.id());
                     if matched.len() > cap {
@@ -365,11 +365,7 @@ impl History {
     /// Why a client that saw everything of `topic` up to `after` missed
     /// some of it, if it did.
     pub fn missed(&self, topic: &str, after: EventId) -> Option<Gap> {
-        // What a restored log no longer tells apart by topic holds for all
-        // of them; the newer knowledge gives the reason.
-        let newer = |dropped: Option<(EventId, Gap)>| {
-            newest(dropped, self.floor).filter(|&(id, _)| after < id).map(|(_, why)| why)
-        };
+        let newer = |dropped: Option<(EventId, Gap)>| dropped.filter(|&(id, _)| after < id).map(|(_, why)| why);
         if let Some(topic) = self.topics.get(topic) {
             return newer(topic.dropped);
         }
@@ -382,22 +378,56 @@ impl History {
         newer(self.tombs_dropped)
     }
 
-    /// The newest event any bound dropped, and why (what a durable log
-    /// records before deleting segments whose events are all gone).
-    pub fn newest_dropped(&self) -> Option<(EventId, Gap)> {
-        self.newest_dropped
+    /// What history knows of the events it dropped at or below `upto`,
+    /// for a durable log about to delete the segments that held them (see
+    /// [`Knowledge`]): each topic's and tombstone's newest dropped event
+    /// there, the newest `max` of them, and for every other topic the
+    /// knowledge history already let go or that did not fit.
+    pub fn knowledge(&self, upto: EventId, max: usize) -> Knowledge {
+        let mut topics: Vec<(u64, EventId, Gap)> = self
+            .topics
+            .iter()
+            .filter_map(|(name, topic)| topic.dropped.map(|(id, why)| (hash(name), id, why)))
+            .chain(self.tombstones.iter().map(|(&h, tomb)| (h, tomb.id(), tomb.why())))
+            .filter(|&(_, id, _)| id <= upto)
+            .collect();
+        topics.sort_unstable_by_key(|&(h, id, _)| (id, h));
+        let mut dropped = self.tombs_dropped;
+        if topics.len() > max {
+            let omitted = topics.len() - max;
+            let (_, id, why) = topics[omitted - 1];
+            dropped = newest(dropped, Some((id, why)));
+            topics.drain(..omitted);
+        }
+        Knowledge { dropped, topics }
     }
 
-    /// Takes back what a durable log recorded history had dropped before
-    /// this process started ([`History::newest_dropped`] then): a resume
-    /// of any topic from an id below it gets the gap, with its reason,
-    /// unless newer knowledge of the topic says otherwise. Only conservative
-    /// where the log's deleted segments would have told topics apart: a
-    /// resume from below every retained event, of a topic that dropped
-    /// nothing after it, also gets the gap.
-    pub fn restore_floor(&mut self, dropped: (EventId, Gap)) {
-        self.floor = newest(self.floor, Some(dropped));
-        self.newest_dropped = newest(self.newest_dropped, Some(dropped));
+    /// Takes back what a durable log recorded with [`History::knowledge`]
+    /// before this process started, after the events it still held were
+    /// restored: a listed topic knows its newest dropped event again (its
+    /// tombstone, if it has no events), and every other topic, known or
+    /// not, may have dropped up to `knowledge.dropped`.
+    pub fn restore_knowledge(&mut self, knowledge: Knowledge, now_ms: u64) {
+        let Knowledge { dropped, topics } = knowledge;
+        let mut listed: HashMap<u64, (EventId, Gap)> = HashMap::with_capacity(topics.len());
+        for (h, id, why) in topics {
+            let entry = listed.entry(h).or_insert((id, why));
+            *entry = newest(Some(*entry), Some((id, why))).unwrap_or((id, why));
+        }
+        for (name, topic) in self.topics.iter_mut() {
+            let known = match listed.remove(&hash(name)) {
+                Some(known) => Some(known),
+                None => dropped,
+            };
+            topic.dropped = newest(topic.dropped, known);
+        }
+        let mut buried: Vec<(u64, (EventId, Gap))> = listed.into_iter().collect();
+        buried.sort_unstable_by_key(|&(h, (id, _))| (id, h));
+        for (h, (id, why)) in buried {
+            self.bury_hash(h, id, why);
+        }
+        self.tombs_dropped = newest(self.tombs_dropped, dropped);
+        self.enforce(now_ms);
     }
 
     /// Forgets everything (the stream the events came from was reset).
@@ -504,7 +534,6 @@ impl History {
             Gap::Expired => self.drops.expired += 1,
             _ => self.drops.evicted += 1,
         }
-        self.newest_dropped = newest(self.newest_dropped, Some((event.id(), why)));
         for name in event.topics() {
             let Some(topic) = self.topics.get_mut(&**name) else { continue };
             // Oldest globally, so oldest in its topic, unless `--history`
@@ -536,7 +565,6 @@ impl History {
     /// With `--history 0`: the event is never held, but the topic must
     /// remember that it had one.
     fn drop_from_topic(&mut self, name: &str, id: EventId, why: Gap) {
-        self.newest_dropped = newest(self.newest_dropped, Some((id, why)));
         if let Some(topic) = self.topics.get_mut(name) {
             topic.dropped = Some((id, why));
             return;
@@ -554,7 +582,10 @@ impl History {
     }
 
     fn bury(&mut self, name: &str, id: EventId, why: Gap) {
-        let h = hash(name);
+        self.bury_hash(hash(name), id, why);
+    }
+
+    fn bury_hash(&mut self, h: u64, id: EventId, why: Gap) {
         let tomb = Tombstone::new(id, why);
         match self.tombstones.insert(h, tomb) {
             Some(old) => {
@@ -606,10 +637,10 @@ fn newest(a: Option<(EventId, Gap)>, b: Option<(EventId, Gap)>) -> Option<(Event
     }
 }
 
+/// A topic's tombstone key: the durable log's topic hash, so what a log
+/// records of tombstones names the same topics in the next process.
 fn hash(name: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    name.hash(&mut hasher);
-    hasher.finish()
+    ssehub_protocol::journal::topic_hash(name)
 }
 
 #[cfg(test)]
@@ -800,27 +831,41 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_drop_is_known_and_a_restored_floor_covers_every_topic() {
+    fn knowledge_of_dropped_events_survives_into_a_new_history_exactly() {
         let mut history = History::new(limits(1, 100, BIG));
-        assert_eq!(history.newest_dropped(), None);
         history.record(&event(1000, &["a"]), 1000);
-        history.record(&event(1010, &["a"]), 1010);
-        assert_eq!(history.newest_dropped(), Some((id(1000), Gap::Evicted)), "--history pushed it out");
-        history.expire(1111);
-        assert_eq!(history.newest_dropped(), Some((id(1010), Gap::Expired)));
-        // A new process, given what the log recorded, then the events it kept.
+        history.record(&event(1010, &["a"]), 1010); // 1000 pushed out by --history
+        history.record(&event(1020, &["quiet"]), 1020);
+        history.record(&event(1030, &["b"]), 1030);
+        history.expire(1125); // 1010 and 1020 expired: a and quiet are tombstones
+        let knowledge = history.knowledge(id(1020), 100);
+        assert_eq!(knowledge.dropped, None, "nothing was let go of");
+        let mut listed: Vec<(u64, Gap)> = knowledge.topics.iter().map(|&(_, id, why)| (id.ms, why)).collect();
+        listed.sort_unstable_by_key(|&(ms, _)| ms);
+        assert_eq!(listed, [(1010, Gap::Expired), (1020, Gap::Expired)], "the newest drop of each, up to 1020");
+        // A new process: the kept segments' events, then the knowledge.
         let mut restored = History::new(limits(1, 100, BIG));
-        restored.restore_floor((id(1010), Gap::Expired));
-        restored.record(&event(1050, &["b"]), 1050);
-        assert_eq!(replayed(&restored, &[topic("a")], 1005), (Some(Gap::Expired), vec![]));
-        assert_eq!(replayed(&restored, &[topic("b")], 1005), (Some(Gap::Expired), vec![1050]), "any topic");
-        assert_eq!(replayed(&restored, &[pattern("*")], 1005), (Some(Gap::Expired), vec![1050]));
-        assert_eq!(replayed(&restored, &[topic("a")], 1010), (None, vec![]), "saw the newest dropped");
-        assert_eq!(replayed(&restored, &[topic("b")], 1010), (None, vec![1050]));
-        // Newer knowledge of a topic gives its reason.
-        restored.record(&event(1060, &["b"]), 1060);
-        assert_eq!(replayed(&restored, &[topic("b")], 1005), (Some(Gap::Evicted), vec![1060]));
-        assert_eq!(restored.newest_dropped(), Some((id(1050), Gap::Evicted)));
+        restored.record(&event(1030, &["b"]), 1125);
+        restored.restore_knowledge(knowledge, 1125);
+        let both = |h: &History, name: &str, after: u64| {
+            (replayed(h, &[topic(name)], after), replayed(&history, &[topic(name)], after))
+        };
+        for (name, after) in
+            [("a", 999), ("a", 1005), ("a", 1010), ("quiet", 1019), ("quiet", 1020), ("b", 999), ("never", 999)]
+        {
+            let (now, before) = both(&restored, name, after);
+            assert_eq!(now, before, "{name} from {after}: the same answer as before the restart");
+        }
+        assert_eq!(replayed(&restored, &[topic("quiet")], 1020), (None, vec![]), "saw it: no gap");
+        // Only so many fit: the older ones become what every other topic may have dropped.
+        let capped = history.knowledge(id(1020), 1);
+        assert_eq!((capped.dropped, capped.topics.len()), (Some((id(1010), Gap::Expired)), 1));
+        let mut restored = History::new(limits(1, 100, BIG));
+        restored.record(&event(1030, &["b"]), 1125);
+        restored.restore_knowledge(capped, 1125);
+        assert_eq!(replayed(&restored, &[topic("b")], 999), (Some(Gap::Expired), vec![1030]), "conservative");
+        assert_eq!(replayed(&restored, &[topic("b")], 1010), (None, vec![1030]));
+        assert_eq!(replayed(&restored, &[topic("quiet")], 1020), (None, vec![]), "still exact");
     }
 
     #[test]
