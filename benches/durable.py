@@ -18,6 +18,10 @@
    evicts, segments are deleted, and the log never reaches 128 MiB (it
    levels off near 85 MiB at 256-byte events).
 
+With --data-dir-binary B, step 1 also runs a third configuration in the
+same rotation, `data-dir-b`: --data-dir with binary B (an A/B of two
+builds of the log, e.g. one that batches appends, against this one).
+
 Prints one line per run and a JSON summary (medians, ratios) at the end.
 
   cargo build --release -p ssehub -p ssehub-bench
@@ -90,12 +94,16 @@ def bench(bench_bin: str, port: int, pid: int, args: list[str]) -> dict:
 
 def load_runs(args, binary: str, bench_bin: str) -> dict:
     configs = {"memory": [], "data-dir": []}
+    binaries = {"memory": binary, "data-dir": binary}
+    if args.data_dir_binary:
+        configs["data-dir-b"] = []
+        binaries["data-dir-b"] = args.data_dir_binary
     for rep in range(args.reps):
         for name in configs:
             data_dir = tempfile.mkdtemp(prefix="ssehub-durable-bench-")
-            flags = ["--data-dir", data_dir, "--fsync", args.fsync] if name == "data-dir" else []
+            flags = ["--data-dir", data_dir, "--fsync", args.fsync] if name != "memory" else []
             port = free_port()
-            proc = start(binary, port, flags)
+            proc = start(binaries[name], port, flags)
             try:
                 pub = bench(
                     bench_bin,
@@ -200,6 +208,7 @@ def main() -> None:
     parser.add_argument("--fill-mib", type=int, default=128)
     parser.add_argument("--fill-payload", type=int, default=256)
     parser.add_argument("--fill-memory", default="512MiB")
+    parser.add_argument("--data-dir-binary", help="also run --data-dir with this build (config data-dir-b)")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-start", action="store_true")
     args = parser.parse_args()
@@ -214,6 +223,12 @@ def main() -> None:
             "deliveries_per_s": med["data-dir"]["deliveries_per_s"] / med["memory"]["deliveries_per_s"],
             "ack_p99_added_us": med["data-dir"]["ack_p99_us"] - med["memory"]["ack_p99_us"],
         }
+        if "data-dir-b" in med:
+            summary["ratios_b"] = {
+                "publishes_per_s_vs_data_dir": med["data-dir-b"]["publishes_per_s"] / med["data-dir"]["publishes_per_s"],
+                "deliveries_per_s_vs_data_dir": med["data-dir-b"]["deliveries_per_s"] / med["data-dir"]["deliveries_per_s"],
+                "ack_p99_added_us_vs_data_dir": med["data-dir-b"]["ack_p99_us"] - med["data-dir"]["ack_p99_us"],
+            }
         summary["all_complete"] = all(r["complete"] and r["publish_errors"] == 0 for runs in configs.values() for r in runs)
     if not args.skip_start:
         runs = start_times(args, args.binary)

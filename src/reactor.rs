@@ -151,7 +151,8 @@ pub struct Worker<D: Driver> {
     pub(crate) tally: Tally,
     /// Jitter for retry-and-close.
     rng: u64,
-    /// When worker 0 next drops expired history (None: other workers, or no TTL).
+    /// When worker 0 next drops expired history (None: other workers, or
+    /// neither a TTL nor a durable log).
     sweep_at: Option<u64>,
     /// Token subjects of this worker's streams opened with one that has a
     /// `sub`, for `POST /disconnect`; empty without JWT auth.
@@ -189,8 +190,11 @@ impl<D: Driver> Worker<D> {
             },
             topics: Topics::new(),
             // One worker gives expired history back, so memory returns to
-            // the idle baseline even when nothing is published.
-            sweep_at: (index == 0 && !streams.history_ttl.is_zero()).then_some(SWEEP_MS),
+            // the idle baseline even when nothing is published; with a
+            // durable log also without a TTL, since the sweep is where the
+            // log deletes what the other bounds dropped.
+            sweep_at: (index == 0 && (!streams.history_ttl.is_zero() || shared.settings.journal.is_some()))
+                .then_some(SWEEP_MS),
             fanout: Fanout::new(streams.max_backlog),
             driver,
             conns: Slab::new(),

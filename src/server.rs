@@ -126,6 +126,9 @@ impl Server {
                 let started = std::time::Instant::now();
                 let mut events = 0;
                 let (log, recovered) = Log::open(journal.clone(), |batch| events += bus.restore(batch))?;
+                if let Some(floor) = recovered.floor {
+                    bus.restore_floor(floor);
+                }
                 if recovered.lost {
                     bus.restored_with_loss();
                 }

@@ -4,7 +4,8 @@
 //! answered id out of the log; a
 //! damaged log (torn or garbage tail, a flipped byte, an empty segment)
 //! starts, is cut, and resumes get the gap rule; the lock; segments deleted
-//! as history expires them; every `--fsync` mode; idempotency keys across a
+//! as history expires them; resumes into deleted segments keep their gap
+//! reason across a restart; every `--fsync` mode; idempotency keys across a
 //! restart; `--data-dir` with `--redis` refused.
 
 mod common;
@@ -346,4 +347,95 @@ fn after_a_sigkill_mid_flight_every_id_a_client_holds_is_in_the_log() {
     assert!(acked.is_subset(&logged), "answered but not logged: {:?}", acked.difference(&logged).collect::<Vec<_>>());
     assert!(acked.len() >= 300 && seen.len() >= 300);
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// Resumes `topic` from `after`: the gap reason it got first (if any), and
+/// the data of the events it was given.
+fn resume_gap(server: &Server, topic: &str, after: &str) -> (Option<String>, Vec<String>) {
+    let mut events = resume(server, topic, after);
+    let gap = match events.first() {
+        Some((kind, data, _)) if kind == "ssehub-gap" => Some(data.clone()),
+        _ => None,
+    };
+    if gap.is_some() {
+        events.remove(0);
+    }
+    let reason = gap.map(|data| {
+        let reason = data.split("\"reason\":\"").nth(1).and_then(|r| r.split('"').next()).expect("a reason");
+        reason.to_string()
+    });
+    (reason, events.into_iter().map(|(_, data, _)| data).collect())
+}
+
+/// Segments are deleted once history retains none of their events; a
+/// resume from an id in them must still get the reason it got before the
+/// restart (`expired`, `evicted`), not `before-start`, which is kept for ids
+/// from before the data dir's history began, and no gap where none was due
+/// (the log keeps what history knew of each topic whose events it deleted).
+#[test]
+fn a_resume_into_deleted_segments_keeps_its_gap_reason_across_a_restart() {
+    let small = ["--data-segment-bytes", "4096", "--idempotency-window", "0"];
+    let cases: [(&str, &[&str], usize, &str); 3] = [
+        ("ttl", &["--history-ttl", "1"], 60, "expired"),
+        ("count", &["--history", "5"], 60, "evicted"),
+        ("memory", &["--history", "100000", "--history-memory", "65536", "--history-ttl", "0"], 400, "evicted"),
+    ];
+    let data = "z".repeat(200);
+    for (bound, extra, n, reason) in cases {
+        let dir = common::temp_dir("durable-floor");
+        let args: Vec<&str> = small.iter().chain(extra).copied().collect();
+        let mut server = start(&dir, &args);
+        // A topic with one early event, evicted with the first segments.
+        // (With --history 5 it would be kept, and every segment with it;
+        // with a 1 s TTL its tombstone goes after 2 s, and a resume from
+        // it gets the gap before a restart too.)
+        // Another such topic in between: what a log that only kept "the
+        // newest dropped id" would take for every topic's.
+        let quiet = (bound == "memory").then(|| publish(&server, "quiet", "q"));
+        let ids: Vec<String> = (0..n)
+            .map(|i| {
+                if quiet.is_some() && i == n / 2 {
+                    publish(&server, "quiet2", "q2");
+                }
+                publish(&server, "t", &format!("{i}{data}"))
+            })
+            .collect();
+        if bound == "ttl" {
+            server.wait_metric("ssehub_journal_segments", |n| n == 1);
+        } else {
+            server.wait_metric("ssehub_journal_segments_deleted_total", |n| n >= 1);
+        }
+        let before = resume_gap(&server, "t", &ids[5]);
+        assert_eq!(before.0.as_deref(), Some(reason), "{bound}: before the restart");
+
+        // SIGKILL: the floor must already be on disk when the segments go.
+        assert_eq!(server.signal_and_wait(libc::SIGKILL), None);
+
+        let server = start(&dir, &args);
+        let after_restart = resume_gap(&server, "t", &ids[5]);
+        assert_eq!(after_restart.0.as_deref(), Some(reason), "{bound}: the same reason after the restart");
+        assert!(before.1.ends_with(&after_restart.1), "{bound}: what is retained is what was: {after_restart:?}");
+        match bound {
+            "ttl" => assert!(after_restart.1.is_empty(), "everything expired"),
+            "count" => {
+                // Exact: the ring holds the last 3 events and the two resumes'
+                // markers, so a client that saw the newest dropped event missed nothing.
+                let last3: Vec<String> = (n - 3..n).map(|i| format!("{i}{data}")).collect();
+                assert_eq!(resume_gap(&server, "t", &ids[n - 4]), (None, last3));
+            }
+            _ => assert!(!after_restart.1.is_empty(), "the budget still holds the newest"),
+        }
+        if let Some(quiet) = &quiet {
+            // Exact, not merely the right reason: the log kept what history
+            // knew of each topic whose events it deleted. (Only now: each
+            // resume publishes a marker to its topic, which later expires.)
+            assert_eq!(resume_gap(&server, "quiet", quiet), (None, vec![]), "{bound}: saw its only event: no gap");
+            let (gap, _) = resume_gap(&server, "quiet", &format!("{}-0", id_of(quiet).0 - 1));
+            assert_eq!(gap.as_deref(), Some(reason), "{bound}: but from before its event");
+        }
+        let (gap, _) = resume_gap(&server, "t", "1-0");
+        assert_eq!(gap.as_deref(), Some("before-start"), "{bound}: before the data dir's first id");
+        drop(server);
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

@@ -1,15 +1,20 @@
 //! The durable log's record decoder on arbitrary bytes never panics, and
 //! what it accepts re-encodes to the same bytes; arbitrary events and keys
 //! are either refused by the encoder or decode back to themselves, however
-//! many records sit back to back.
+//! many records sit back to back; any floor record decodes back to itself.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ssehub_protocol::EventId;
-use ssehub_protocol::journal::{Record, decode, encode_event, encode_key};
+use ssehub_protocol::journal::{
+    DropReason, FloorRecord, Record, RecordError, decode, encode_event, encode_floor, encode_key,
+};
 
-fuzz_target!(|input: (Vec<u8>, Vec<(u64, u64, Vec<String>, Vec<u8>)>, Option<(u64, [u8; 16], String)>)| {
-    let (raw, events, key) = input;
+/// origin ms, last ms, the drop for unlisted topics, listed topics (hash, ms, seq, expired).
+type Floor = Option<(u64, u64, Option<(u64, u64, bool)>, Vec<(u64, u64, u64, bool)>)>;
+
+fuzz_target!(|input: (Vec<u8>, Vec<(u64, u64, Vec<String>, Vec<u8>)>, Option<(u64, [u8; 16], String)>, Floor)| {
+    let (raw, events, key, floor) = input;
     // Decoding garbage: never a panic, and a record read is one that encodes identically.
     let mut at = 0;
     while let Ok((record, used)) = decode(&raw[at..]) {
@@ -17,6 +22,7 @@ fuzz_target!(|input: (Vec<u8>, Vec<(u64, u64, Vec<String>, Vec<u8>)>, Option<(u6
         match &record {
             Record::Event(e) => encode_event(&mut again, e.id, e.topics.iter().copied(), e.fields),
             Record::Key(k) => encode_key(&mut again, k.at_ms, k.fingerprint, k.key, &k.ids),
+            Record::Floor(f) => encode_floor(&mut again, f),
         }
         .expect("a decoded record encodes");
         assert_eq!(again, raw[at..at + used]);
@@ -48,4 +54,21 @@ fuzz_target!(|input: (Vec<u8>, Vec<(u64, u64, Vec<String>, Vec<u8>)>, Option<(u6
         rest = &rest[used..];
     }
     assert!(rest.is_empty());
+    if let Some((origin, last, dropped, topics)) = floor {
+        let why = |expired: bool| if expired { DropReason::Expired } else { DropReason::Evicted };
+        let floor = FloorRecord {
+            origin: EventId { ms: origin, seq: 0 },
+            last: EventId { ms: last, seq: 1 },
+            dropped: dropped.map(|(ms, seq, expired)| (EventId { ms, seq }, why(expired))),
+            topics: topics.into_iter().map(|(h, ms, seq, expired)| (h, EventId { ms, seq }, why(expired))).collect(),
+        };
+        let start = log.len();
+        encode_floor(&mut log, &floor).expect("a floor always encodes");
+        let (record, used) = decode(&log[start..]).expect("an encoded floor decodes");
+        assert_eq!((record, used), (Record::Floor(floor), log.len() - start));
+        // Cut anywhere short, it is a torn record, never a shorter floor.
+        for cut in [start, start + 1, (start + log.len()) / 2, log.len() - 1] {
+            assert_eq!(decode(&log[start..cut]).map(|_| ()), Err(RecordError::Truncated));
+        }
+    }
 });

@@ -26,7 +26,12 @@
 //! begun; a closed segment is deleted, whole, once history retains none of
 //! its events and its keys' windows are over ([`Journal::release`], from
 //! the history sweep worker 0 runs every second), so disk use is bounded by
-//! the same limits as memory, plus one open segment.
+//! the same limits as memory, plus one open segment. Before deleting, the
+//! log appends a floor record (what history knows of the dropped events
+//! up to the segments' end: each topic's newest dropped id and why, and
+//! where its ids began; synced unless `--fsync no`): read back at start
+//! ([`ssehub_core::bus::Bus::restore_floor`]), it gives a resume into a
+//! deleted segment the gap it would have got before the restart.
 
 pub mod recover;
 
@@ -39,9 +44,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ssehub_core::backplane::{IdempotencyKey, Metric};
-use ssehub_core::bus::{Journal, unix_ms};
+use ssehub_core::bus::{Floor, Journal, unix_ms};
+use ssehub_core::history::{Gap, Knowledge};
 use ssehub_core::{Event, EventId};
-use ssehub_protocol::journal::{self as record, SEGMENT_MAGIC};
+use ssehub_protocol::journal::{self as record, DropReason, FloorRecord, SEGMENT_MAGIC};
 
 use crate::backplane::{counter, gauge};
 
@@ -320,16 +326,39 @@ impl Journal for Log {
         Ok(())
     }
 
-    fn release(&mut self, oldest: Option<EventId>, last: EventId, now_ms: u64) {
+    fn release(
+        &mut self,
+        oldest: Option<EventId>,
+        last: EventId,
+        now_ms: u64,
+        floor: &mut dyn FnMut(EventId, usize) -> Floor,
+    ) {
+        let deletable: Vec<EventId> = self
+            .closed
+            .iter()
+            .take_while(|front| {
+                let events_gone = match oldest {
+                    Some(oldest) => front.last_id < oldest,
+                    None => front.last_id <= last,
+                };
+                events_gone && front.keys_until <= now_ms
+            })
+            .map(|front| front.last_id)
+            .collect();
+        let Some(&upto) = deletable.iter().max() else { return };
+        // What history knows of the events about to go down goes down (and,
+        // unless `--fsync no`, onto the disk) before they are deleted; if it
+        // cannot, nothing is deleted and the next sweep tries again. At most
+        // a quarter of a segment's worth of topics; history makes the rest
+        // conservative.
+        let max_topics = (self.settings.segment_bytes as usize / 4 / record::FLOOR_TOPIC).max(1024);
+        if let Err(error) = self.append_floor(floor(upto, max_topics)) {
+            log::error!("{}: cannot record what history dropped, segments kept: {error}", self.active.path.display());
+            return;
+        }
         let mut deleted = false;
-        while let Some(front) = self.closed.front() {
-            let events_gone = match oldest {
-                Some(oldest) => front.last_id < oldest,
-                None => front.last_id <= last,
-            };
-            if !events_gone || front.keys_until > now_ms {
-                break;
-            }
+        for _ in 0..deletable.len() {
+            let Some(front) = self.closed.front() else { break };
             if let Err(error) = std::fs::remove_file(&front.path)
                 && error.kind() != io::ErrorKind::NotFound
             {
@@ -353,6 +382,51 @@ impl Journal for Log {
             }
         }
     }
+}
+
+impl Log {
+    /// Writes a floor record (see [`Floor`]) at the end of the open segment
+    /// and, with `--fsync` other than `no`, syncs it: it must be on disk
+    /// before the segments it stands for are gone.
+    fn append_floor(&mut self, floor: Floor) -> io::Result<()> {
+        fn reason(why: Gap) -> DropReason {
+            if why == Gap::Expired { DropReason::Expired } else { DropReason::Evicted }
+        }
+        let record = FloorRecord {
+            origin: floor.origin,
+            last: floor.last,
+            dropped: floor.knowledge.dropped.map(|(id, why)| (id, reason(why))),
+            topics: floor.knowledge.topics.iter().map(|&(h, id, why)| (h, id, reason(why))).collect(),
+        };
+        self.buf.clear();
+        if let Err(record::TooLarge(why)) = record::encode_floor(&mut self.buf, &record) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        }
+        self.write_buf()?;
+        if self.settings.fsync == Fsync::Everysec && !self.sync(&self.active.file) {
+            let _ = self.active.file.set_len(self.active.len);
+            return Err(io::Error::other("fdatasync failed"));
+        }
+        let written = self.buf.len() as u64;
+        self.active.len += written;
+        self.stats.bytes.fetch_add(written, Relaxed);
+        Ok(())
+    }
+}
+
+/// A floor record as the bus takes it back.
+pub fn floor_of(record: FloorRecord) -> Floor {
+    fn gap(why: DropReason) -> Gap {
+        match why {
+            DropReason::Expired => Gap::Expired,
+            DropReason::Evicted => Gap::Evicted,
+        }
+    }
+    let knowledge = Knowledge {
+        dropped: record.dropped.map(|(id, why)| (id, gap(why))),
+        topics: record.topics.into_iter().map(|(h, id, why)| (h, id, gap(why))).collect(),
+    };
+    Floor { origin: record.origin, last: record.last, knowledge }
 }
 
 impl Drop for Log {

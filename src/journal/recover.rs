@@ -22,7 +22,11 @@ use ssehub_core::{Event, EventId};
 use ssehub_protocol::journal::{self as record, Record, SEGMENT_MAGIC};
 use ssehub_protocol::sse::Frame;
 
-use super::{Active, Closed, JournalSettings, Log, Stats, ToSync, create_segment, segment_number, segment_path};
+use ssehub_core::bus::Floor;
+
+use super::{
+    Active, Closed, JournalSettings, Log, Stats, ToSync, create_segment, floor_of, segment_number, segment_path,
+};
 
 /// An idempotency key read back from the log.
 #[derive(Debug)]
@@ -44,6 +48,9 @@ pub struct Recovered {
     /// very end of the log, which no publish was answered for): clients may
     /// hold ids the log no longer has.
     pub lost: bool,
+    /// The newest floor record: what history had dropped when segments
+    /// were last deleted (for [`ssehub_core::bus::Bus::restore_floor`]).
+    pub floor: Option<Floor>,
 }
 
 /// What a segment read back held.
@@ -86,6 +93,7 @@ impl Log {
         let mut last = EventId::ZERO;
         let mut cut = false;
         let mut lost = false;
+        let mut floor = None;
         let mut events = 0usize;
         for &number in &numbers {
             let path = segment_path(&dir_path, number);
@@ -101,7 +109,7 @@ impl Log {
                 continue;
             }
             let mut batch = Vec::new();
-            let scan = scan(&bytes, &mut last, settings.key_window_ms, &mut batch, &mut keys);
+            let scan = scan(&bytes, &mut last, settings.key_window_ms, &mut batch, &mut keys, &mut floor);
             events += batch.len();
             restore(batch);
             if let Some((offset, why)) = &scan.damage {
@@ -174,18 +182,20 @@ impl Log {
             to_sync,
             _lock: lock,
         };
-        Ok((log, Recovered { keys, lost }))
+        Ok((log, Recovered { keys, lost, floor: floor.map(floor_of) }))
     }
 }
 
 /// Reads one segment's records: events go to `batch` (ids above `last`,
-/// which follows them), keys to `keys`.
+/// which follows them), keys to `keys`, and a floor record replaces `floor`
+/// (each is newer than the one before).
 fn scan(
     bytes: &[u8],
     last: &mut EventId,
     key_window_ms: u64,
     batch: &mut Vec<Arc<Event>>,
     keys: &mut Vec<RestoredKey>,
+    floor: &mut Option<record::FloorRecord>,
 ) -> Scan {
     let mut scan = Scan { good: 0, last_id: EventId::ZERO, keys_until: 0, damage: None, torn: false };
     if !bytes.starts_with(SEGMENT_MAGIC) {
@@ -215,6 +225,10 @@ fn scan(
                     ids: key.ids,
                     at_ms: key.at_ms,
                 });
+                at += used;
+            }
+            Ok((Record::Floor(record), used)) => {
+                *floor = Some(record);
                 at += used;
             }
             Err(error) => {
@@ -268,8 +282,13 @@ fn take_lock(dir: &Path) -> io::Result<File> {
 mod tests {
     use super::*;
     use ssehub_core::bus::Journal;
+    use ssehub_core::history::{Gap, Knowledge};
 
     use crate::journal::Fsync;
+
+    fn no_floor(_: EventId, _: usize) -> Floor {
+        Floor { origin: EventId::ZERO, last: EventId::ZERO, knowledge: Knowledge::default() }
+    }
 
     fn settings(dir: &Path, segment_bytes: u64) -> JournalSettings {
         JournalSettings { dir: dir.to_path_buf(), fsync: Fsync::No, segment_bytes, key_window_ms: 60_000 }
@@ -375,12 +394,49 @@ mod tests {
         let segments = log.closed.len();
         assert!(segments >= 3);
         let second_last = log.closed[1].last_id;
-        log.release(Some(second_last), EventId { ms: 10, seq: 0 }, 0);
+        log.release(Some(second_last), EventId { ms: 10, seq: 0 }, 0, &mut no_floor);
         assert_eq!(log.closed.len(), segments - 1, "only the first lies wholly below the oldest retained");
-        log.release(None, EventId { ms: 10, seq: 0 }, 0);
+        log.release(None, EventId { ms: 10, seq: 0 }, 0, &mut no_floor);
         assert!(log.closed.is_empty(), "nothing retained: every closed segment goes");
         let files = fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some()).count();
         assert_eq!(files, 1, "the open segment stays");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn what_history_knew_is_recorded_before_segments_go_and_read_back() {
+        let dir = tempdir("floor");
+        let (mut log, _, _) = reopen(&dir, 100);
+        for i in 1..=10 {
+            log.append(&[event(i, "t", "some data")], None, 0).unwrap();
+        }
+        let last = EventId { ms: 10, seq: 0 };
+        let first_two: Vec<EventId> = log.closed.iter().map(|c| c.last_id).take(2).collect();
+        let origin = EventId { ms: 1, seq: 0 };
+        let floor = |upto: EventId| Floor {
+            origin,
+            last,
+            knowledge: Knowledge { dropped: None, topics: vec![(42, upto, Gap::Expired)] },
+        };
+        // Nothing to delete: nothing asked, nothing written.
+        let before = log.active.len;
+        log.release(Some(EventId { ms: 1, seq: 0 }), last, 0, &mut |_, _| panic!("not asked"));
+        assert_eq!(log.active.len, before);
+        let mut asked = Vec::new();
+        log.release(Some(first_two[1]), last, 0, &mut |upto, max| {
+            asked.push((upto, max));
+            floor(upto)
+        });
+        assert_eq!(asked, [(first_two[0], 1024)], "asked up to the end of what is deleted");
+        log.release(None, last, 0, &mut |upto, _| floor(upto));
+        assert!(log.closed.is_empty());
+        drop(log);
+        let (_log, events, recovered) = reopen_lost(&dir, 100);
+        let newest = recovered.floor.expect("a floor");
+        assert!(!recovered.lost);
+        assert_eq!((newest.origin, newest.last), (origin, last));
+        assert!(newest.knowledge.topics[0].1 > first_two[1], "the newest floor wins: {newest:?}");
+        assert!(events.iter().all(|e| e.id() > first_two[1]), "the deleted segments' events are gone");
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -394,9 +450,9 @@ mod tests {
             log.append(&[event(i, "t", "some data")], None, 1_000).unwrap();
         }
         let last = EventId { ms: 6, seq: 0 };
-        log.release(None, last, 1_000 + 59_999);
+        log.release(None, last, 1_000 + 59_999, &mut no_floor);
         assert_eq!(log.closed.front().map(|c| c.last_id.ms), Some(1), "the key's window (60 s) is not over");
-        log.release(None, last, 1_000 + 60_000);
+        log.release(None, last, 1_000 + 60_000, &mut no_floor);
         assert!(log.closed.is_empty());
         let _ = fs::remove_dir_all(&dir);
     }

@@ -38,7 +38,7 @@ use ssehub_protocol::pattern::Pattern;
 
 use crate::backplane::{IdempotencyKey, Reply};
 use crate::event::Event;
-use crate::history::{Gap, History, HistoryStats, Limits};
+use crate::history::{Gap, History, HistoryStats, Knowledge, Limits};
 use crate::pattern_index::PatternIndex;
 
 /// Most events a worker's inbox holds: the largest publish it can take.
@@ -173,8 +173,31 @@ pub trait Journal: Send {
 
     /// History retains nothing before `oldest` (`None`: nothing at all, up
     /// to and including `last`): the log may delete what lies entirely
-    /// below it. Called about once a second.
-    fn release(&mut self, oldest: Option<EventId>, last: EventId, now_ms: u64);
+    /// below it, once it has written down what `floor(upto, max)` says
+    /// history knows of the dropped events up to the last one it deletes
+    /// (at most `max` topics), so a restart still knows which topics lost
+    /// events there, and why. Called about once a second.
+    fn release(
+        &mut self,
+        oldest: Option<EventId>,
+        last: EventId,
+        now_ms: u64,
+        floor: &mut dyn FnMut(EventId, usize) -> Floor,
+    );
+}
+
+/// What a durable log records before deleting segments, and takes back at
+/// start ([`Bus::restore_floor`]): without it a resume from an id in a
+/// deleted segment could only be `before-start`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Floor {
+    /// Where the log's history began (the bus's boot id): a resume from
+    /// below it is `before-start`.
+    pub origin: EventId,
+    /// The newest id issued: ids continue after it.
+    pub last: EventId,
+    /// What history knew of the dropped events ([`History::knowledge`]).
+    pub knowledge: Knowledge,
 }
 
 /// Most workers a bus serves: interest is one bit per worker in a `u64`.
@@ -308,6 +331,24 @@ impl Bus {
             core.sequencer = Sequencer::new(core.last.successor().max(EventId { ms: now, seq: 0 }));
         }
         restored
+    }
+
+    /// Before the workers start, after [`Bus::restore`]: what the durable
+    /// log recorded history knew of the events it had dropped before it
+    /// deleted their segments. The boot id goes back to where the log's
+    /// history began, so a resume from an id in a deleted segment gets the
+    /// gap it would have got before the restart (`expired`, `evicted`, or
+    /// none), and only one from before the log began gets `before-start`.
+    /// Ids continue after the newest ever issued.
+    pub fn restore_floor(&mut self, floor: Floor) {
+        let core = self.core.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if floor.origin != EventId::ZERO && floor.origin < self.boot {
+            self.boot = floor.origin;
+        }
+        if core.sequencer.next <= floor.last {
+            core.sequencer = Sequencer::new(floor.last.successor());
+        }
+        core.history.restore_knowledge(floor.knowledge, unix_ms());
     }
 
     /// Before the workers start, after [`Bus::restore`]: the durable log was
@@ -481,7 +522,9 @@ impl Bus {
         let now = unix_ms();
         core.history.expire(now);
         if let Some(journal) = &mut core.journal {
-            journal.release(core.history.oldest(), core.last, now);
+            let (history, last, origin) = (&core.history, core.last, self.boot);
+            let mut floor = |upto: EventId, max: usize| Floor { origin, last, knowledge: history.knowledge(upto, max) };
+            journal.release(history.oldest(), last, now, &mut floor);
         }
     }
 
@@ -693,6 +736,40 @@ mod tests {
         assert!(ids[0] > bus.boot_id());
     }
 
+    #[test]
+    fn a_restored_floor_keeps_each_topics_gap_and_moves_boot_back_to_where_the_log_began() {
+        let ttl_ms = 60_000;
+        let mut bus = Bus::new(
+            vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>],
+            Limits { per_topic: 100, ttl_ms, budget: usize::MAX / 2 },
+        );
+        let now = unix_ms();
+        let kept = {
+            let mut e = event("t");
+            e.set_id(EventId { ms: now - 1000, seq: 0 });
+            Arc::new(e)
+        };
+        assert_eq!(bus.restore([kept]), 1);
+        let origin = EventId { ms: now - 3 * ttl_ms, seq: 0 };
+        let dropped = EventId { ms: now - 2 * ttl_ms, seq: 4 };
+        let hash = ssehub_protocol::journal::topic_hash("u");
+        let knowledge = Knowledge { dropped: None, topics: vec![(hash, dropped, Gap::Expired)] };
+        bus.restore_floor(Floor { origin, last: EventId { ms: now - 1000, seq: 0 }, knowledge });
+        assert_eq!(bus.boot_id(), origin, "ids from the deleted segments are this log's, not before its start");
+        let resume = |bus: &Bus, name: &str, after: EventId| {
+            let names = [topic(name)];
+            bus.attach(0, &names, Some((&names, Some(after)))).replay.map(|(gap, events)| (gap, events.len()))
+        };
+        assert_eq!(resume(&bus, "u", EventId { ms: dropped.ms, seq: 0 }), Some((Some(Gap::Expired), 0)));
+        assert_eq!(resume(&bus, "u", dropped), Some((None, 0)), "saw the newest dropped: nothing missed");
+        assert_eq!(resume(&bus, "t", origin), Some((None, 1)), "t dropped nothing: exact, no gap");
+        // A floor newer than the clock (it stepped back): ids still increase past it.
+        let mut bus = Bus::new(vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>], limits());
+        let future = EventId { ms: now + 60_000, seq: 0 };
+        bus.restore_floor(Floor { origin, last: future, knowledge: Knowledge::default() });
+        assert!(bus.publish(vec![event("t")]).unwrap()[0] > future);
+    }
+
     /// A journal whose writes fail from the second on.
     struct Failing(usize);
     impl Journal for Failing {
@@ -700,7 +777,7 @@ mod tests {
             self.0 += 1;
             if self.0 > 1 { Err(io::Error::other("disk full")) } else { Ok(()) }
         }
-        fn release(&mut self, _: Option<EventId>, _: EventId, _: u64) {}
+        fn release(&mut self, _: Option<EventId>, _: EventId, _: u64, _: &mut dyn FnMut(EventId, usize) -> Floor) {}
     }
 
     #[test]

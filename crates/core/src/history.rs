@@ -27,9 +27,7 @@
 //! (see [`History::missed`]). That takes a client away for longer than twice
 //! the TTL, or a flood of topics past the budget.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::mem::size_of;
 use std::sync::Arc;
 
@@ -101,6 +99,20 @@ pub struct Drops {
     pub expired: u64,
     /// Evicted by `--history-memory`.
     pub evicted: u64,
+}
+
+/// What history knows of the events it dropped below some id, as a durable
+/// log records it before deleting the segments that held them
+/// ([`History::knowledge`], [`History::restore_knowledge`]): what tombstones
+/// and topic records would have told a resume, kept across a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Knowledge {
+    /// Any topic not in `topics` may have dropped events up to this id
+    /// (the knowledge history had let go, as [`History::missed`] assumes
+    /// for a topic it knows nothing of, and what did not fit).
+    pub dropped: Option<(EventId, Gap)>,
+    /// By topic hash: its newest dropped event, and why; oldest first.
+    pub topics: Vec<(u64, EventId, Gap)>,
 }
 
 /// Figures for `/metrics`.
@@ -247,11 +259,14 @@ impl History {
                 Some(topic) => topic,
                 None => {
                     self.bytes += TOPIC_OVERHEAD + block(name.len());
-                    // A topic coming back takes over its tombstone's knowledge.
-                    let dropped = self.tombstones.remove(&hash(name)).map(Tombstone::dropped);
-                    if dropped.is_some() {
+                    // A topic coming back takes over its tombstone's knowledge;
+                    // without one it may be a topic whose tombstone was
+                    // dropped, so it knows what every unknown topic knows.
+                    let tomb = self.tombstones.remove(&hash(name)).map(Tombstone::dropped);
+                    if tomb.is_some() {
                         self.bytes -= TOMBSTONE_BYTES;
                     }
+                    let dropped = tomb.or(self.tombs_dropped);
                     self.topics.entry(name.clone()).or_insert(TopicHistory { ring: VecDeque::new(), dropped })
                 }
             };
@@ -361,6 +376,58 @@ impl History {
         // latter can hide events, and only newer than `after` if `after`
         // is below what tombstones were dropped up to.
         newer(self.tombs_dropped)
+    }
+
+    /// What history knows of the events it dropped at or below `upto`,
+    /// for a durable log about to delete the segments that held them (see
+    /// [`Knowledge`]): each topic's and tombstone's newest dropped event
+    /// there, the newest `max` of them, and for every other topic the
+    /// knowledge history already let go or that did not fit.
+    pub fn knowledge(&self, upto: EventId, max: usize) -> Knowledge {
+        let mut topics: Vec<(u64, EventId, Gap)> = self
+            .topics
+            .iter()
+            .filter_map(|(name, topic)| topic.dropped.map(|(id, why)| (hash(name), id, why)))
+            .chain(self.tombstones.iter().map(|(&h, tomb)| (h, tomb.id(), tomb.why())))
+            .filter(|&(_, id, _)| id <= upto)
+            .collect();
+        topics.sort_unstable_by_key(|&(h, id, _)| (id, h));
+        let mut dropped = self.tombs_dropped;
+        if topics.len() > max {
+            let omitted = topics.len() - max;
+            let (_, id, why) = topics[omitted - 1];
+            dropped = newest(dropped, Some((id, why)));
+            topics.drain(..omitted);
+        }
+        Knowledge { dropped, topics }
+    }
+
+    /// Takes back what a durable log recorded with [`History::knowledge`]
+    /// before this process started, after the events it still held were
+    /// restored: a listed topic knows its newest dropped event again (its
+    /// tombstone, if it has no events), and every other topic, known or
+    /// not, may have dropped up to `knowledge.dropped`.
+    pub fn restore_knowledge(&mut self, knowledge: Knowledge, now_ms: u64) {
+        let Knowledge { dropped, topics } = knowledge;
+        let mut listed: HashMap<u64, (EventId, Gap)> = HashMap::with_capacity(topics.len());
+        for (h, id, why) in topics {
+            let entry = listed.entry(h).or_insert((id, why));
+            *entry = newest(Some(*entry), Some((id, why))).unwrap_or((id, why));
+        }
+        for (name, topic) in self.topics.iter_mut() {
+            let known = match listed.remove(&hash(name)) {
+                Some(known) => Some(known),
+                None => dropped,
+            };
+            topic.dropped = newest(topic.dropped, known);
+        }
+        let mut buried: Vec<(u64, (EventId, Gap))> = listed.into_iter().collect();
+        buried.sort_unstable_by_key(|&(h, (id, _))| (id, h));
+        for (h, (id, why)) in buried {
+            self.bury_hash(h, id, why);
+        }
+        self.tombs_dropped = newest(self.tombs_dropped, dropped);
+        self.enforce(now_ms);
     }
 
     /// Forgets everything (the stream the events came from was reset).
@@ -515,7 +582,10 @@ impl History {
     }
 
     fn bury(&mut self, name: &str, id: EventId, why: Gap) {
-        let h = hash(name);
+        self.bury_hash(hash(name), id, why);
+    }
+
+    fn bury_hash(&mut self, h: u64, id: EventId, why: Gap) {
         let tomb = Tombstone::new(id, why);
         match self.tombstones.insert(h, tomb) {
             Some(old) => {
@@ -558,10 +628,19 @@ const fn block(size: usize) -> usize {
     if chunk < 32 { 32 } else { chunk }
 }
 
+/// Of two pieces of "dropped up to" knowledge, the one with the newer id.
+fn newest(a: Option<(EventId, Gap)>, b: Option<(EventId, Gap)>) -> Option<(EventId, Gap)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.0 > x.0 { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// A topic's tombstone key: the durable log's topic hash, so what a log
+/// records of tombstones names the same topics in the next process.
 fn hash(name: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    name.hash(&mut hasher);
-    hasher.finish()
+    ssehub_protocol::journal::topic_hash(name)
 }
 
 #[cfg(test)]
@@ -685,6 +764,17 @@ mod tests {
     }
 
     #[test]
+    fn a_topic_back_after_its_tombstone_went_still_gets_the_gap() {
+        let mut history = History::new(limits(10, 100, BIG));
+        history.record(&event(1000, &["a"]), 1000);
+        history.expire(1400);
+        assert_eq!(history.stats().tombstones, 0, "the tombstone outlived its event by one TTL");
+        history.record(&event(1500, &["a"]), 1500);
+        assert_eq!(replayed(&history, &[topic("a")], 999), (Some(Gap::Expired), vec![1500]), "1000 was missed");
+        assert_eq!(replayed(&history, &[topic("a")], 1000), (None, vec![1500]));
+    }
+
+    #[test]
     fn zero_history_retains_nothing_but_remembers_the_gap() {
         let mut history = History::new(limits(0, 0, BIG));
         history.record(&event(7, &["t"]), 7);
@@ -738,6 +828,44 @@ mod tests {
         let forgotten = 20_000 - stats.events as u64;
         assert_eq!(replayed(&history, &[topic(&format!("user/{forgotten}"))], forgotten).0, None, "saw it: no gap");
         assert!(replayed(&history, &[topic(&format!("user/{forgotten}"))], forgotten - 1).0.is_some());
+    }
+
+    #[test]
+    fn knowledge_of_dropped_events_survives_into_a_new_history_exactly() {
+        let mut history = History::new(limits(1, 100, BIG));
+        history.record(&event(1000, &["a"]), 1000);
+        history.record(&event(1010, &["a"]), 1010); // 1000 pushed out by --history
+        history.record(&event(1020, &["quiet"]), 1020);
+        history.record(&event(1030, &["b"]), 1030);
+        history.expire(1125); // 1010 and 1020 expired: a and quiet are tombstones
+        let knowledge = history.knowledge(id(1020), 100);
+        assert_eq!(knowledge.dropped, None, "nothing was let go of");
+        let mut listed: Vec<(u64, Gap)> = knowledge.topics.iter().map(|&(_, id, why)| (id.ms, why)).collect();
+        listed.sort_unstable_by_key(|&(ms, _)| ms);
+        assert_eq!(listed, [(1010, Gap::Expired), (1020, Gap::Expired)], "the newest drop of each, up to 1020");
+        // A new process: the kept segments' events, then the knowledge.
+        let mut restored = History::new(limits(1, 100, BIG));
+        restored.record(&event(1030, &["b"]), 1125);
+        restored.restore_knowledge(knowledge, 1125);
+        let both = |h: &History, name: &str, after: u64| {
+            (replayed(h, &[topic(name)], after), replayed(&history, &[topic(name)], after))
+        };
+        for (name, after) in
+            [("a", 999), ("a", 1005), ("a", 1010), ("quiet", 1019), ("quiet", 1020), ("b", 999), ("never", 999)]
+        {
+            let (now, before) = both(&restored, name, after);
+            assert_eq!(now, before, "{name} from {after}: the same answer as before the restart");
+        }
+        assert_eq!(replayed(&restored, &[topic("quiet")], 1020), (None, vec![]), "saw it: no gap");
+        // Only so many fit: the older ones become what every other topic may have dropped.
+        let capped = history.knowledge(id(1020), 1);
+        assert_eq!((capped.dropped, capped.topics.len()), (Some((id(1010), Gap::Expired)), 1));
+        let mut restored = History::new(limits(1, 100, BIG));
+        restored.record(&event(1030, &["b"]), 1125);
+        restored.restore_knowledge(capped, 1125);
+        assert_eq!(replayed(&restored, &[topic("b")], 999), (Some(Gap::Expired), vec![1030]), "conservative");
+        assert_eq!(replayed(&restored, &[topic("b")], 1010), (None, vec![1030]));
+        assert_eq!(replayed(&restored, &[topic("quiet")], 1020), (None, vec![]), "still exact");
     }
 
     #[test]

@@ -14,7 +14,19 @@
 //!          without its `id:` line, rebuilt byte for byte)
 //!   KEY:   u64 ms remembered at, [u8; 16] fingerprint, u8 key length
 //!          (1..=128) + key bytes, u16 id count, per id u64 ms + u64 seq
+//!   FLOOR: origin id, last id (each u64 ms + u64 seq), then a drop: u8
+//!          reason (0: none, 1: evicted, 2: expired) + id (zero with
+//!          reason 0); u32 topic count, per topic u64 name hash
+//!          ([`topic_hash`]) + a drop with reason 1 or 2
 //! ```
+//!
+//! A FLOOR record is written before segments are deleted: where the log's
+//! history began, the newest id issued, and what history knew of the
+//! events it had dropped: per topic, its newest dropped event and why, and
+//! for every topic not listed, up to where it may have dropped (the
+//! knowledge history itself had already let go, or that did not fit). So
+//! after a restart a resume from an id in a deleted segment gets exactly the
+//! gap it would have got before, not `before-start`.
 //!
 //! Integers are little-endian. Decoding never trusts a length: a record
 //! that runs past the buffer is [`RecordError::Truncated`] (a torn tail), a
@@ -41,6 +53,7 @@ pub const MAX_KEY: usize = 128;
 
 const KIND_EVENT: u8 = 1;
 const KIND_KEY: u8 = 2;
+const KIND_FLOOR: u8 = 3;
 
 /// One decoded record, borrowing from the buffer it was read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +62,49 @@ pub enum Record<'a> {
     Event(EventRecord<'a>),
     /// An idempotency key remembered with the ids its publish was given.
     Key(KeyRecord<'a>),
+    /// What history had dropped when segments were deleted.
+    Floor(FloorRecord),
+}
+
+/// Why history let an event go, as the log remembers it (the `ssehub-gap`
+/// reason a resume that needed it gets).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Pushed out by `--history` or `--history-memory`.
+    Evicted,
+    /// Outlived `--history-ttl`.
+    Expired,
+}
+
+/// What history knew of the events it had let go when the log deleted
+/// segments (the deleted segments held only such events).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FloorRecord {
+    /// Where the log's history began: a resume from below it is `before-start`.
+    pub origin: EventId,
+    /// The newest id issued by then: ids continue after it.
+    pub last: EventId,
+    /// A topic not in `topics` may have dropped events up to this id, for
+    /// this reason (`None`: no such topic dropped any).
+    pub dropped: Option<(EventId, DropReason)>,
+    /// By [`topic_hash`] of the name: the topic's newest dropped event, and why.
+    pub topics: Vec<(u64, EventId, DropReason)>,
+}
+
+/// Bytes per topic in a floor record.
+pub const FLOOR_TOPIC: usize = 8 + 16 + 1;
+
+/// The hash a floor record names a topic by: 64-bit FNV-1a of its name,
+/// fixed by this format (not the process's hasher), so a log outlives the
+/// build that wrote it. Two topics with one hash share one entry, the newer
+/// drop, which can only add a gap, never hide one.
+pub fn topic_hash(name: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name.as_bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 /// An event as the log holds it.
@@ -166,6 +222,35 @@ pub fn encode_key(
     seal(out, start)
 }
 
+/// Appends one floor record to `out` (or fails, leaving it as it was, if
+/// its topics make it larger than [`MAX_RECORD`]).
+pub fn encode_floor(out: &mut Vec<u8>, floor: &FloorRecord) -> Result<(), TooLarge> {
+    fn put_drop(out: &mut Vec<u8>, dropped: Option<(EventId, DropReason)>) {
+        let (reason, id) = match dropped {
+            None => (0, EventId::ZERO),
+            Some((id, DropReason::Evicted)) => (1, id),
+            Some((id, DropReason::Expired)) => (2, id),
+        };
+        out.push(reason);
+        put_id(out, id);
+    }
+    if floor.topics.len() > (MAX_RECORD - 64) / FLOOR_TOPIC {
+        return Err(TooLarge("floor record over 64 MiB"));
+    }
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    out.push(KIND_FLOOR);
+    put_id(out, floor.origin);
+    put_id(out, floor.last);
+    put_drop(out, floor.dropped);
+    out.extend_from_slice(&(floor.topics.len() as u32).to_le_bytes());
+    for &(hash, id, why) in &floor.topics {
+        out.extend_from_slice(&hash.to_le_bytes());
+        put_drop(out, Some((id, why)));
+    }
+    seal(out, start)
+}
+
 /// Decodes the record at the start of `bytes`; returns it and the bytes it took.
 pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), RecordError> {
     let Some(header) = bytes.get(..HEADER) else { return Err(RecordError::Truncated) };
@@ -219,6 +304,23 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), RecordError> {
                 return Err(RecordError::Malformed("bytes after the key record"));
             }
             Record::Key(KeyRecord { at_ms, fingerprint, key, ids })
+        }
+        KIND_FLOOR => {
+            let origin = reader.id()?;
+            let last = reader.id()?;
+            let dropped = reader.drop()?;
+            let count = reader.u32()? as usize;
+            // Checked before anything is allocated for them.
+            if reader.rest.len() != count.saturating_mul(FLOOR_TOPIC) {
+                return Err(RecordError::Malformed("floor topic count"));
+            }
+            let mut topics = Vec::with_capacity(count);
+            for _ in 0..count {
+                let hash = reader.u64()?;
+                let Some((id, why)) = reader.drop()? else { return Err(RecordError::Malformed("floor reason")) };
+                topics.push((hash, id, why));
+            }
+            Record::Floor(FloorRecord { origin, last, dropped, topics })
         }
         _ => return Err(RecordError::Malformed("unknown kind")),
     };
@@ -297,6 +399,23 @@ impl<'a> Reader<'a> {
     fn id(&mut self) -> Result<EventId, RecordError> {
         Ok(EventId { ms: self.u64()?, seq: self.u64()? })
     }
+
+    fn u32(&mut self) -> Result<u32, RecordError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A floor record's drop: one encoding per value ("none" carries the zero id).
+    fn drop(&mut self) -> Result<Option<(EventId, DropReason)>, RecordError> {
+        let reason = self.u8()?;
+        let id = self.id()?;
+        match reason {
+            0 if id == EventId::ZERO => Ok(None),
+            1 => Ok(Some((id, DropReason::Evicted))),
+            2 => Ok(Some((id, DropReason::Expired))),
+            _ => Err(RecordError::Malformed("floor reason")),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -327,6 +446,72 @@ mod tests {
             Record::Key(KeyRecord { at_ms: 7, fingerprint: [9; 16], key: "key-1", ids: vec![id(1, 2), id(3, 4)] })
         );
         assert_eq!(used + rest, log.len());
+    }
+
+    #[test]
+    fn floor_records_round_trip_and_have_one_encoding() {
+        let floors = [
+            FloorRecord { origin: id(5, 0), last: id(6, 0), dropped: None, topics: vec![] },
+            FloorRecord {
+                origin: id(5, 0),
+                last: id(20, 1),
+                dropped: Some((id(9, 3), DropReason::Evicted)),
+                topics: vec![(topic_hash("a"), id(12, 0), DropReason::Expired), (7, id(13, 2), DropReason::Evicted)],
+            },
+            FloorRecord {
+                origin: EventId::ZERO,
+                last: id(u64::MAX, u64::MAX),
+                dropped: Some((id(u64::MAX, u64::MAX), DropReason::Expired)),
+                topics: vec![],
+            },
+        ];
+        let mut log = Vec::new();
+        for floor in &floors {
+            encode_floor(&mut log, floor).unwrap();
+        }
+        let mut rest = &log[..];
+        for floor in &floors {
+            let (record, used) = decode(rest).unwrap();
+            assert_eq!(record, Record::Floor(floor.clone()));
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+        // "None" with an id, an unknown reason, a listed topic without a
+        // drop, or a count the bytes do not hold: not a record.
+        let sealed = |body: &[u8]| {
+            let mut out = Vec::new();
+            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+            out.extend_from_slice(body);
+            out
+        };
+        let body = |reason: u8, id_byte: u8, count: u32, topics: &[u8]| {
+            let mut b = vec![KIND_FLOOR];
+            b.extend_from_slice(&[0; 32]);
+            b.push(reason);
+            b.extend_from_slice(&[id_byte; 16]);
+            b.extend_from_slice(&count.to_le_bytes());
+            b.extend_from_slice(topics);
+            b
+        };
+        let no_drop_topic = [[0u8; 8].as_slice(), &[0], &[0; 16]].concat();
+        for (bad, why) in [
+            (body(0, 1, 0, &[]), "floor reason"),
+            (body(3, 0, 0, &[]), "floor reason"),
+            (body(0, 0, 1, &no_drop_topic), "floor reason"),
+            (body(0, 0, u32::MAX, &[]), "floor topic count"),
+            (body(0, 0, 0, &[1]), "floor topic count"),
+        ] {
+            assert_eq!(decode(&sealed(&bad)), Err(RecordError::Malformed(why)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn topic_hash_is_fnv1a() {
+        // The published FNV-1a 64 test vectors: the log format depends on them.
+        assert_eq!(topic_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(topic_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(topic_hash("foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]
