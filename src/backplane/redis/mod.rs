@@ -141,6 +141,8 @@ pub fn reset_boundary_key(stream: &str) -> String {
 pub struct Cluster {
     /// To the publish pipeline.
     publishes: Sender<publisher::Job>,
+    /// Wakes the publish pipeline after a send, if it sleeps.
+    doorbell: Arc<publisher::Doorbell>,
     /// To the command thread.
     commands: Sender<Command>,
     /// The link's state, shared with the threads.
@@ -151,6 +153,8 @@ pub struct Cluster {
 pub struct Threads {
     /// The publish pipeline's queue.
     publishes: Receiver<publisher::Job>,
+    /// The publish pipeline's poll (and its doorbell).
+    pipeline: (Arc<publisher::Doorbell>, mio::Poll),
     /// The command thread's queue.
     commands: Receiver<Command>,
     /// The link's state.
@@ -168,13 +172,15 @@ impl Cluster {
         let (publishes, publish_queue) = mpsc::channel();
         let status = Arc::new(Status::default());
         log::info!("cluster mode: following stream {:?}", settings.stream);
-        let cluster = Cluster { publishes, commands, status: Arc::clone(&status) };
-        Ok((cluster, Threads { publishes: publish_queue, commands: receiver, status, settings }))
+        let (doorbell, poll) = publisher::doorbell()?;
+        let pipeline = (Arc::clone(&doorbell), poll);
+        let cluster = Cluster { publishes, doorbell, commands, status: Arc::clone(&status) };
+        Ok((cluster, Threads { publishes: publish_queue, pipeline, commands: receiver, status, settings }))
     }
 
     /// Starts the follower, the publish pipeline and the command thread.
     pub fn start(threads: Threads, bus: Arc<Bus>, shutdown: Arc<AtomicBool>) -> io::Result<()> {
-        let Threads { publishes, commands, status, settings } = threads;
+        let Threads { publishes, pipeline, commands, status, settings } = threads;
         {
             let (settings, status, bus) = (settings.clone(), Arc::clone(&status), Arc::clone(&bus));
             thread::Builder::new()
@@ -185,7 +191,7 @@ impl Cluster {
             let (settings, status, bus) = (settings.clone(), Arc::clone(&status), Arc::clone(&bus));
             thread::Builder::new()
                 .name("ssehub-publish".into())
-                .spawn(move || publisher::run(&settings, &status, &bus, publishes))?;
+                .spawn(move || publisher::run(&settings, &status, &bus, publishes, pipeline))?;
         }
         thread::Builder::new()
             .name("ssehub-redis".into())
@@ -201,7 +207,10 @@ impl Backplane for Cluster {
             return Submitted::Failed(PublishFailure::Unavailable("the cluster backplane (Redis) is unreachable"));
         }
         match self.publishes.send(publisher::Job { origin, publications, key }) {
-            Ok(()) => Submitted::Pending,
+            Ok(()) => {
+                self.doorbell.ring();
+                Submitted::Pending
+            }
             Err(_) => Submitted::Failed(PublishFailure::Unavailable("the cluster backplane is stopping")),
         }
     }
