@@ -29,10 +29,10 @@ pub mod commands;
 pub mod entry;
 pub mod follower;
 pub mod publisher;
-pub mod resp;
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,7 @@ use ssehub_core::backplane::{
 use ssehub_core::bus::{Bus, unix_ms};
 use ssehub_core::history::Gap;
 use ssehub_protocol::publish::Publication;
+use ssehub_protocol::resp;
 
 use crate::backplane::{counter, gauge, idempotent_replays};
 use crate::settings::ClusterSettings;
@@ -299,6 +300,67 @@ impl Backoff {
         let wait = Duration::from_millis(step / 2 + self.seed % (step / 2 + 1));
         self.next = (self.next * 2).min(MAX_BACKOFF);
         wait
+    }
+}
+
+/// Opens a plain connection for this module's own RESP code: TCP with
+/// `TCP_NODELAY`, the given read timeout and the command timeout for writes,
+/// then `AUTH` and `SELECT` as the URL asks. Returns the socket (blocking)
+/// and any bytes read past the handshake's replies.
+pub(crate) fn open(url: &str, read_timeout: Duration) -> io::Result<(TcpStream, Vec<u8>)> {
+    let client = redis::Client::open(url).map_err(io::Error::other)?;
+    let info = client.get_connection_info();
+    let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+        return Err(io::Error::other("only redis:// (TCP) URLs are supported"));
+    };
+    let addr = (host.as_str(), *port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::other("the Redis host does not resolve"))?;
+    let sock = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    sock.set_nodelay(true)?;
+    sock.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+    sock.set_read_timeout(Some(read_timeout))?;
+    let redis = info.redis_settings();
+    let mut handshake = Vec::new();
+    if let Some(password) = redis.password() {
+        let command = &mut redis::cmd("AUTH");
+        if let Some(user) = redis.username() {
+            command.arg(user);
+        }
+        handshake.push(command.arg(password).get_packed_command());
+    }
+    if redis.db() != 0 {
+        handshake.push(redis::cmd("SELECT").arg(redis.db()).get_packed_command());
+    }
+    let mut buf = Vec::new();
+    for command in handshake {
+        (&sock).write_all(&command)?;
+        let used = read_reply(&sock, &mut buf)?;
+        let reply = resp::parse(&buf[..used]).ok().flatten().map(|(reply, _)| reply);
+        buf.drain(..used);
+        if let Some(resp::Resp::Error(error)) = reply {
+            // The text of an AUTH refusal names no secret ("WRONGPASS invalid username-password pair").
+            return Err(io::Error::other(format!("redis refused the connection setup: {error}")));
+        }
+    }
+    Ok((sock, buf))
+}
+
+/// Reads on a blocking socket (as long as its read timeout allows each
+/// read) until `buf` starts with a whole reply; returns its length.
+pub(crate) fn read_reply(mut sock: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        match resp::parse_ref(buf) {
+            Ok(Some((_, used))) => return Ok(used),
+            Ok(None) => {}
+            Err(malformed) => return Err(io::Error::new(io::ErrorKind::InvalidData, malformed)),
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match sock.read(&mut chunk)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
     }
 }
 

@@ -36,7 +36,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, fence};
@@ -49,9 +48,9 @@ use ssehub_core::EventId;
 use ssehub_core::backplane::{IdempotencyKey, Origin, PublishFailure, Published, Reply};
 use ssehub_core::bus::Bus;
 use ssehub_protocol::publish::Publication;
+use ssehub_protocol::resp::{self, Resp};
 
-use super::resp::{self, Resp};
-use super::{COMMAND_TIMEOUT, CONNECT_TIMEOUT, Status, entry};
+use super::{COMMAND_TIMEOUT, Status, entry};
 use crate::settings::ClusterSettings;
 
 /// Publishes packed into one write at most.
@@ -431,64 +430,11 @@ fn hex(bytes: &[u8]) -> String {
 /// Opens a connection (with `AUTH` and `SELECT` from the URL, blocking with
 /// the command timeout) and registers it with the pipeline's poll.
 fn connect(settings: &ClusterSettings, registry: &Registry, generation: u64) -> io::Result<Conn> {
-    let client = redis::Client::open(settings.url.as_str()).map_err(io::Error::other)?;
-    let info = client.get_connection_info();
-    let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
-        return Err(io::Error::other("only redis:// (TCP) URLs are supported"));
-    };
-    let addr = (host.as_str(), *port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::other("the Redis host does not resolve"))?;
-    let sock = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    sock.set_nodelay(true)?;
-    sock.set_write_timeout(Some(COMMAND_TIMEOUT))?;
-    sock.set_read_timeout(Some(COMMAND_TIMEOUT))?;
-    let redis = info.redis_settings();
-    let mut handshake = Vec::new();
-    if let Some(password) = redis.password() {
-        let command = &mut redis::cmd("AUTH");
-        if let Some(user) = redis.username() {
-            command.arg(user);
-        }
-        handshake.push(command.arg(password).get_packed_command());
-    }
-    if redis.db() != 0 {
-        handshake.push(redis::cmd("SELECT").arg(redis.db()).get_packed_command());
-    }
-    let mut replies = Vec::new();
-    for command in handshake {
-        (&sock).write_all(&command)?;
-        if let Resp::Error(error) = next_reply(&sock, &mut replies)? {
-            // The text of an AUTH refusal names no secret ("WRONGPASS invalid username-password pair").
-            return Err(io::Error::other(format!("redis refused the connection setup: {error}")));
-        }
-    }
+    let (sock, replies) = super::open(&settings.url, COMMAND_TIMEOUT)?;
     sock.set_nonblocking(true)?;
     let mut sock = mio::net::TcpStream::from_std(sock);
     registry.register(&mut sock, REDIS, Interest::READABLE)?;
     Ok(Conn { sock, sent: VecDeque::new(), out: Vec::new(), replies, writing: false, generation })
-}
-
-/// The next reply on a blocking socket (the handshake's), waiting as long as its read timeout allows.
-fn next_reply(mut sock: &TcpStream, buf: &mut Vec<u8>) -> io::Result<Resp> {
-    loop {
-        match resp::parse(buf) {
-            Ok(Some((reply, used))) => {
-                buf.drain(..used);
-                return Ok(reply);
-            }
-            Ok(None) => {}
-            Err(resp::Malformed) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed reply from Redis"));
-            }
-        }
-        let mut chunk = [0u8; 1024];
-        match sock.read(&mut chunk)? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
 }
 
 /// What a reply says about its publish.
