@@ -12,9 +12,9 @@
 //!   subscriber an `ssehub-gap` first, and records where the old stream
 //!   ended (in Redis too), so a resume from an id of the old stream gets a
 //!   `stream-reset` gap on every node.
-//! - the **publish pipeline** ([`publisher`]) sends every worker's publishes
-//!   as they come, on one connection, many in flight, and answers each when
-//!   its reply arrives (`XADD`, or one script claiming an `Idempotency-Key`
+//! - the **publish pipeline** ([`publisher`]), one thread, sends every
+//!   worker's publishes as they come, on one connection, many in flight,
+//!   and answers each when its reply arrives (`XADD`, or one script claiming an `Idempotency-Key`
 //!   with the appends); `503` only for what was never sent, `504` for what
 //!   was sent and not answered in time.
 //! - the **command thread** ([`commands`]) runs range reads for clients
