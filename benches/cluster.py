@@ -9,6 +9,8 @@ Redis adds (p50/p99 at 10 events/s, `steady`), and the deliveries/s ratio
 (`burst`). The cluster's server CPU includes redis-server's.
 
 Usage: benches/cluster.py [--subscribers 10000] [--reps 3] [--out DIR]
+Ports: SSEHUB_CLUSTER_PORTS (the two nodes, default "8080,8081") and
+SSEHUB_CLUSTER_REDIS_PORT (default 16390); cluster_publish.py uses them too.
 Outputs in OUT (default benches/results/cluster-<UTC date-time>): the raw
 ssehub-bench reports, meta.json and summary.md / summary.json.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -32,8 +35,9 @@ import compare  # noqa: E402  (machine, versions, git state: one definition)
 
 ROOT = compare.ROOT
 SSEHUB, BENCH = compare.SSEHUB, compare.BENCH
-REDIS_PORT = 16390
-PORTS = (8080, 8081)
+# Overridable so that runs of this bench and of compare.py (8080/8081) can share a machine.
+REDIS_PORT = int(os.environ.get("SSEHUB_CLUSTER_REDIS_PORT", "16390"))
+PORTS = tuple(int(p) for p in os.environ.get("SSEHUB_CLUSTER_PORTS", "8080,8081").split(","))
 
 
 def wait_ready(port: int, timeout: float = 10.0) -> None:

@@ -38,8 +38,9 @@ import cluster  # noqa: E402  (redis-server, readiness, stop: one definition)
 import compare  # noqa: E402
 
 SSEHUB, BENCH = compare.SSEHUB, compare.BENCH
-PORT = 8090
-RELAY_PORT = 16391
+# The node listens on cluster.py's first port, the relay one above its Redis.
+PORT = cluster.PORTS[0]
+RELAY_PORT = cluster.REDIS_PORT + 1
 
 
 class Relay:

@@ -11,6 +11,7 @@
 //! - [`form`], [`query`], [`publish`]: form decoding, the subscribe query,
 //!   publish bodies decoded and validated.
 //! - [`journal`]: the durable log's records (`--data-dir`), checksummed.
+//! - [`resp`]: Redis replies (borrowed or owned) and commands, for cluster mode.
 //! - [`id`], [`topic`], [`pattern`]: event ids, topic names, and the topic
 //!   patterns (`*`, trailing `**`) that subscriptions and grants share.
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
@@ -22,6 +23,7 @@ pub mod journal;
 pub mod pattern;
 pub mod publish;
 pub mod query;
+pub mod resp;
 pub mod sse;
 pub mod topic;
 

@@ -14,6 +14,7 @@ use redis::Value;
 use ssehub_core::EventId;
 use ssehub_protocol::id::parse_u64;
 use ssehub_protocol::publish::{self, Fields, Publication, PublishError};
+use ssehub_protocol::resp::ReplyRef;
 
 /// One entry as Redis returned it: its id and its fields in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,13 +52,45 @@ impl Control {
 }
 
 impl Entry {
+    /// The entry as a borrowed view, which reads it.
+    pub fn view(&self) -> EntryRef<'_> {
+        EntryRef { id: &self.id, fields: self.fields.iter().map(|(n, v)| (&n[..], &v[..])).collect() }
+    }
+
+    /// See [`EntryRef::control`].
+    pub fn control(&self) -> Option<Result<Control, &'static str>> {
+        self.view().control()
+    }
+
+    /// See [`EntryRef::event_id`].
+    pub fn event_id(&self) -> Option<EventId> {
+        EventId::parse(self.id.as_bytes())
+    }
+
+    /// See [`EntryRef::publication`].
+    pub fn publication(&self) -> Result<Publication, PublishError> {
+        self.view().publication()
+    }
+}
+
+/// One entry borrowed from the reply it was read from (the follower's
+/// path: no copy of a field before it is checked and encoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    /// The entry id, `<ms>-<seq>`.
+    pub id: &'a str,
+    /// Its fields, in order.
+    pub fields: Vec<(&'a [u8], &'a [u8])>,
+}
+
+impl EntryRef<'_> {
     /// `None` for an event entry; for a control entry what it asks, or why
     /// it cannot be understood.
     pub fn control(&self) -> Option<Result<Control, &'static str>> {
-        let field = |wanted: &str| self.fields.iter().find(|(name, _)| name == wanted.as_bytes()).map(|(_, v)| v);
+        let field = |wanted: &str| self.fields.iter().find(|(name, _)| *name == wanted.as_bytes()).map(|(_, v)| *v);
         let kind = field(CONTROL)?;
-        Some(match kind.as_slice() {
-            b"disconnect" => match field("sub").map(|s| std::str::from_utf8(s)) {
+        Some(match kind {
+            b"disconnect" => match field("sub").map(std::str::from_utf8) {
                 Some(Ok(subject)) if !subject.is_empty() => Ok(Control::Disconnect {
                     subject: subject.to_owned(),
                     nonce: field("nonce").map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default(),
@@ -76,7 +109,7 @@ impl Entry {
     /// The publication this entry describes, or why it is refused: the
     /// rules of an HTTP publish ([`Fields`]), or the JSON publish object.
     pub fn publication(&self) -> Result<Publication, PublishError> {
-        if let Some((_, json)) = self.fields.iter().find(|(name, _)| name == b"json") {
+        if let Some((_, json)) = self.fields.iter().find(|(name, _)| *name == b"json") {
             return publish::decode_json_object(json);
         }
         let mut fields = Fields::default();
@@ -85,6 +118,24 @@ impl Entry {
         }
         fields.finish()
     }
+}
+
+/// Entries of a RESP2 `XREAD` reply (`[[key, [[id, [field, value, ...]], ...]], ...]`;
+/// nil, on timeout, is none), borrowed from it. Parts of another shape are skipped.
+pub fn xread_entries<'a>(reply: &ReplyRef<'a>) -> Vec<EntryRef<'a>> {
+    let mut out = Vec::new();
+    for stream in reply.items().unwrap_or_default() {
+        let Some([_key, entries]) = stream.items() else { continue };
+        for entry in entries.items().unwrap_or_default() {
+            let Some([id, fields]) = entry.items() else { continue };
+            let Some(id) = id.bytes().and_then(|id| std::str::from_utf8(id).ok()) else { continue };
+            let flat = fields.items().unwrap_or_default();
+            let fields =
+                flat.chunks(2).filter_map(|pair| Some((pair.first()?.bytes()?, pair.get(1)?.bytes()?))).collect();
+            out.push(EntryRef { id, fields });
+        }
+    }
+    out
 }
 
 /// The `XADD` field list for a publication: what [`Entry::publication`] reads back.
@@ -260,5 +311,21 @@ mod tests {
             assert_eq!(entries[0].publication().unwrap().data, "d");
         }
         assert!(read_entries(&Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn borrows_entries_from_an_xread_reply() {
+        let raw = b"*1\r\n*2\r\n$1\r\ns\r\n*3\r\n*2\r\n$3\r\n5-1\r\n*4\r\n$5\r\ntopic\r\n$1\r\nt\r\n$4\r\ndata\r\n$1\r\nd\r\n\
+                    :7\r\n*2\r\n$3\r\n5-2\r\n*2\r\n$14\r\nssehub-control\r\n$1\r\nx\r\n";
+        let (reply, used) = ssehub_protocol::resp::parse_ref(raw).unwrap().unwrap();
+        assert_eq!(used, raw.len());
+        let entries = xread_entries(&reply);
+        assert_eq!(entries.len(), 2, "the stray integer is skipped: {entries:?}");
+        assert_eq!(entries[0].event_id(), Some(EventId { ms: 5, seq: 1 }));
+        assert_eq!(entries[0].publication().unwrap().data, "d");
+        assert_eq!(entries[0].control(), None);
+        assert_eq!(entries[1].control(), Some(Err("unknown ssehub-control")));
+        let nil = ssehub_protocol::resp::parse_ref(b"*-1\r\n").unwrap().unwrap().0;
+        assert!(xread_entries(&nil).is_empty());
     }
 }

@@ -1,6 +1,8 @@
 //! The follower: one thread per node that reads the stream in order and hands
 //! every valid entry, encoded once with its stream id, to every worker.
 
+use std::io::{self, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -12,8 +14,9 @@ use ssehub_core::backplane::{Reply, Revocation};
 use ssehub_core::bus::Bus;
 use ssehub_core::history::Gap;
 use ssehub_core::{Event, EventId};
+use ssehub_protocol::resp::{self, ReplyRef};
 
-use super::entry::{self, Control, Entry, StreamInfo};
+use super::entry::{self, Control, EntryRef, StreamInfo};
 use super::{Backoff, COMMAND_TIMEOUT, Status, connect};
 use crate::settings::ClusterSettings;
 
@@ -39,6 +42,47 @@ return 1
 /// Entries per `XREAD`.
 const PAGE: usize = 512;
 
+/// The follower's reading connection: its own, with this crate's RESP
+/// parser, so an `XREAD` reply is read in place (fields borrowed from `buf`,
+/// no copy before an entry is checked and encoded). Its read timeout is
+/// `BLOCK_MS + STALL`: a reply later than that means Redis is unresponsive.
+/// (The `redis` crate's connection, beside it, runs the rare commands.)
+struct Feed {
+    /// Blocking, with the read timeout above.
+    sock: TcpStream,
+    /// Bytes read: the current reply at the start.
+    buf: Vec<u8>,
+    /// The `XREAD` command, packed anew each time (its id changes).
+    command: Vec<u8>,
+}
+
+impl Feed {
+    fn open(url: &str) -> io::Result<Feed> {
+        let (sock, buf) = super::open(url, Duration::from_millis(BLOCK_MS) + STALL)?;
+        Ok(Feed { sock, buf, command: Vec::new() })
+    }
+
+    /// Sends one `XREAD` after `from` and waits for its whole reply: the
+    /// length it takes at the start of `buf`.
+    fn xread(&mut self, stream: &str, from: EventId) -> io::Result<usize> {
+        let (page, block, from) = (PAGE.to_string(), BLOCK_MS.to_string(), from.to_string());
+        self.command.clear();
+        let args: [&[u8]; 8] = [
+            b"XREAD",
+            b"COUNT",
+            page.as_bytes(),
+            b"BLOCK",
+            block.as_bytes(),
+            b"STREAMS",
+            stream.as_bytes(),
+            from.as_bytes(),
+        ];
+        resp::pack(&mut self.command, &args);
+        (&self.sock).write_all(&self.command)?;
+        super::read_reply(&self.sock, &mut self.buf)
+    }
+}
+
 /// Where the follower stands after (re)connecting.
 enum Position {
     /// Read on after this id.
@@ -56,9 +100,12 @@ pub fn run(settings: &ClusterSettings, backplane: &Status, bus: &Bus, shutdown: 
     let mut failed = false;
     let mut invalid_logged = 0u64;
     while !shutdown.load(SeqCst) {
-        let connected = connect(url, Duration::from_millis(BLOCK_MS) + STALL)
-            .and_then(|mut conn| position(&mut conn, stream, last, backplane).map(|p| (conn, p)));
-        let (mut conn, position) = match connected {
+        let connected = (|| -> Result<_, Box<dyn std::error::Error>> {
+            let mut conn = connect(url, Duration::from_millis(BLOCK_MS) + STALL)?;
+            let position = position(&mut conn, stream, last, backplane)?;
+            Ok((conn, Feed::open(url)?, position))
+        })();
+        let (mut conn, mut feed, position) = match connected {
             Ok(ok) => ok,
             Err(error) => {
                 if backplane.is_up() || !failed {
@@ -109,17 +156,8 @@ pub fn run(settings: &ClusterSettings, backplane: &Status, bus: &Bus, shutdown: 
         let mut last_lag_check = Instant::now();
         while !shutdown.load(SeqCst) {
             let from = last.unwrap_or_default();
-            let reply: RedisResult<Value> = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(PAGE)
-                .arg("BLOCK")
-                .arg(BLOCK_MS)
-                .arg("STREAMS")
-                .arg(stream)
-                .arg(from.to_string())
-                .query(&mut conn);
-            let entries = match reply {
-                Ok(reply) => entry::read_entries(&reply),
+            let used = match feed.xread(stream, from) {
+                Ok(used) => used,
                 Err(error) => {
                     log::warn!("redis backplane down: {error}");
                     backplane.set_up(false);
@@ -127,26 +165,48 @@ pub fn run(settings: &ClusterSettings, backplane: &Status, bus: &Bus, shutdown: 
                     break;
                 }
             };
-            let full_page = entries.len() == PAGE;
-            for entry in entries {
-                let Some(id) = entry.event_id() else { continue };
-                backplane.entries_read.fetch_add(1, Relaxed);
-                last = Some(id);
-                if let Some(control) = entry.control() {
-                    carry_out(backplane, bus, control, &entry.id);
-                    continue;
+            // The reply is parsed in place: every field below borrows `feed.buf`.
+            let full_page = match resp::parse_ref(&feed.buf[..used]) {
+                Ok(Some((ReplyRef::Error(error), _))) => {
+                    log::warn!("redis backplane down: XREAD refused: {error}");
+                    None
                 }
-                match encode(&entry, id) {
-                    Ok(event) => push(bus, shutdown, Arc::new(event)),
-                    Err(why) => {
-                        backplane.invalid_entries.fetch_add(1, Relaxed);
-                        invalid_logged += 1;
-                        if invalid_logged <= 10 || invalid_logged.is_multiple_of(1000) {
-                            log::warn!("skipping invalid stream entry {} ({why}); {invalid_logged} so far", entry.id);
+                Ok(Some((reply, _))) => {
+                    let entries = entry::xread_entries(&reply);
+                    let full_page = entries.len() == PAGE;
+                    for entry in &entries {
+                        let Some(id) = entry.event_id() else { continue };
+                        backplane.entries_read.fetch_add(1, Relaxed);
+                        last = Some(id);
+                        if let Some(control) = entry.control() {
+                            carry_out(backplane, bus, control, entry.id);
+                            continue;
+                        }
+                        match encode(entry, id) {
+                            Ok(event) => push(bus, shutdown, Arc::new(event)),
+                            Err(why) => {
+                                backplane.invalid_entries.fetch_add(1, Relaxed);
+                                invalid_logged += 1;
+                                if invalid_logged <= 10 || invalid_logged.is_multiple_of(1000) {
+                                    log::warn!(
+                                        "skipping invalid stream entry {} ({why}); {invalid_logged} so far",
+                                        entry.id
+                                    );
+                                }
+                            }
                         }
                     }
+                    Some(full_page)
                 }
-            }
+                // `xread` returned only once this parsed.
+                Ok(None) | Err(_) => None,
+            };
+            feed.buf.drain(..used);
+            let Some(full_page) = full_page else {
+                backplane.set_up(false);
+                failed = true;
+                break;
+            };
             if !full_page {
                 backplane.lag.store(0, Relaxed);
             } else if last_lag_check.elapsed() >= Duration::from_secs(1) {
@@ -176,7 +236,7 @@ fn carry_out(backplane: &Status, bus: &Bus, control: Result<Control, &'static st
     }
 }
 
-fn encode(entry: &Entry, id: EventId) -> Result<Event, ssehub_protocol::publish::PublishError> {
+fn encode(entry: &EntryRef<'_>, id: EventId) -> Result<Event, ssehub_protocol::publish::PublishError> {
     let mut event = Event::from_publication(&entry.publication()?);
     event.set_id(id);
     Ok(event)

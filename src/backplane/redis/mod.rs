@@ -12,9 +12,9 @@
 //!   subscriber an `ssehub-gap` first, and records where the old stream
 //!   ended (in Redis too), so a resume from an id of the old stream gets a
 //!   `stream-reset` gap on every node.
-//! - the **publish pipeline** ([`publisher`]) sends every worker's publishes
-//!   as they come, on one connection, many in flight, and answers each when
-//!   its reply arrives (`XADD`, or one script claiming an `Idempotency-Key`
+//! - the **publish pipeline** ([`publisher`]), one thread, sends every
+//!   worker's publishes as they come, on one connection, many in flight,
+//!   and answers each when its reply arrives (`XADD`, or one script claiming an `Idempotency-Key`
 //!   with the appends); `503` only for what was never sent, `504` for what
 //!   was sent and not answered in time.
 //! - the **command thread** ([`commands`]) runs range reads for clients
@@ -29,10 +29,10 @@ pub mod commands;
 pub mod entry;
 pub mod follower;
 pub mod publisher;
-pub mod resp;
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,7 @@ use ssehub_core::backplane::{
 use ssehub_core::bus::{Bus, unix_ms};
 use ssehub_core::history::Gap;
 use ssehub_protocol::publish::Publication;
+use ssehub_protocol::resp;
 
 use crate::backplane::{counter, gauge, idempotent_replays};
 use crate::settings::ClusterSettings;
@@ -141,6 +142,8 @@ pub fn reset_boundary_key(stream: &str) -> String {
 pub struct Cluster {
     /// To the publish pipeline.
     publishes: Sender<publisher::Job>,
+    /// Wakes the publish pipeline after a send, if it sleeps.
+    doorbell: Arc<publisher::Doorbell>,
     /// To the command thread.
     commands: Sender<Command>,
     /// The link's state, shared with the threads.
@@ -151,6 +154,8 @@ pub struct Cluster {
 pub struct Threads {
     /// The publish pipeline's queue.
     publishes: Receiver<publisher::Job>,
+    /// The publish pipeline's poll (and its doorbell).
+    pipeline: (Arc<publisher::Doorbell>, mio::Poll),
     /// The command thread's queue.
     commands: Receiver<Command>,
     /// The link's state.
@@ -168,13 +173,15 @@ impl Cluster {
         let (publishes, publish_queue) = mpsc::channel();
         let status = Arc::new(Status::default());
         log::info!("cluster mode: following stream {:?}", settings.stream);
-        let cluster = Cluster { publishes, commands, status: Arc::clone(&status) };
-        Ok((cluster, Threads { publishes: publish_queue, commands: receiver, status, settings }))
+        let (doorbell, poll) = publisher::doorbell()?;
+        let pipeline = (Arc::clone(&doorbell), poll);
+        let cluster = Cluster { publishes, doorbell, commands, status: Arc::clone(&status) };
+        Ok((cluster, Threads { publishes: publish_queue, pipeline, commands: receiver, status, settings }))
     }
 
     /// Starts the follower, the publish pipeline and the command thread.
     pub fn start(threads: Threads, bus: Arc<Bus>, shutdown: Arc<AtomicBool>) -> io::Result<()> {
-        let Threads { publishes, commands, status, settings } = threads;
+        let Threads { publishes, pipeline, commands, status, settings } = threads;
         {
             let (settings, status, bus) = (settings.clone(), Arc::clone(&status), Arc::clone(&bus));
             thread::Builder::new()
@@ -185,7 +192,7 @@ impl Cluster {
             let (settings, status, bus) = (settings.clone(), Arc::clone(&status), Arc::clone(&bus));
             thread::Builder::new()
                 .name("ssehub-publish".into())
-                .spawn(move || publisher::run(&settings, &status, &bus, publishes))?;
+                .spawn(move || publisher::run(&settings, &status, &bus, publishes, pipeline))?;
         }
         thread::Builder::new()
             .name("ssehub-redis".into())
@@ -201,7 +208,10 @@ impl Backplane for Cluster {
             return Submitted::Failed(PublishFailure::Unavailable("the cluster backplane (Redis) is unreachable"));
         }
         match self.publishes.send(publisher::Job { origin, publications, key }) {
-            Ok(()) => Submitted::Pending,
+            Ok(()) => {
+                self.doorbell.ring();
+                Submitted::Pending
+            }
             Err(_) => Submitted::Failed(PublishFailure::Unavailable("the cluster backplane is stopping")),
         }
     }
@@ -290,6 +300,67 @@ impl Backoff {
         let wait = Duration::from_millis(step / 2 + self.seed % (step / 2 + 1));
         self.next = (self.next * 2).min(MAX_BACKOFF);
         wait
+    }
+}
+
+/// Opens a plain connection for this module's own RESP code: TCP with
+/// `TCP_NODELAY`, the given read timeout and the command timeout for writes,
+/// then `AUTH` and `SELECT` as the URL asks. Returns the socket (blocking)
+/// and any bytes read past the handshake's replies.
+pub(crate) fn open(url: &str, read_timeout: Duration) -> io::Result<(TcpStream, Vec<u8>)> {
+    let client = redis::Client::open(url).map_err(io::Error::other)?;
+    let info = client.get_connection_info();
+    let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+        return Err(io::Error::other("only redis:// (TCP) URLs are supported"));
+    };
+    let addr = (host.as_str(), *port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::other("the Redis host does not resolve"))?;
+    let sock = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    sock.set_nodelay(true)?;
+    sock.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+    sock.set_read_timeout(Some(read_timeout))?;
+    let redis = info.redis_settings();
+    let mut handshake = Vec::new();
+    if let Some(password) = redis.password() {
+        let command = &mut redis::cmd("AUTH");
+        if let Some(user) = redis.username() {
+            command.arg(user);
+        }
+        handshake.push(command.arg(password).get_packed_command());
+    }
+    if redis.db() != 0 {
+        handshake.push(redis::cmd("SELECT").arg(redis.db()).get_packed_command());
+    }
+    let mut buf = Vec::new();
+    for command in handshake {
+        (&sock).write_all(&command)?;
+        let used = read_reply(&sock, &mut buf)?;
+        let reply = resp::parse(&buf[..used]).ok().flatten().map(|(reply, _)| reply);
+        buf.drain(..used);
+        if let Some(resp::Resp::Error(error)) = reply {
+            // The text of an AUTH refusal names no secret ("WRONGPASS invalid username-password pair").
+            return Err(io::Error::other(format!("redis refused the connection setup: {error}")));
+        }
+    }
+    Ok((sock, buf))
+}
+
+/// Reads on a blocking socket (as long as its read timeout allows each
+/// read) until `buf` starts with a whole reply; returns its length.
+pub(crate) fn read_reply(mut sock: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        match resp::parse_ref(buf) {
+            Ok(Some((_, used))) => return Ok(used),
+            Ok(None) => {}
+            Err(malformed) => return Err(io::Error::new(io::ErrorKind::InvalidData, malformed)),
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match sock.read(&mut chunk)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
     }
 }
 
