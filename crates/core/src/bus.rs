@@ -627,6 +627,13 @@ mod tests {
         Event::new(Box::new([topic.into()]), ssehub_protocol::sse::Frame::notice(b"data: x\n\n"))
     }
 
+    /// An event on `t` already stamped `<ms>-0`, as a durable log restores it.
+    fn at(ms: u64) -> Arc<Event> {
+        let mut e = event("t");
+        e.set_id(EventId { ms, seq: 0 });
+        Arc::new(e)
+    }
+
     #[test]
     fn workers_in_lists_the_set_bits_lowest_first() {
         assert_eq!(workers_in(0).count(), 0);
@@ -686,11 +693,6 @@ mod tests {
     #[test]
     fn restored_events_are_history_and_ids_continue_after_them() {
         let mut bus = Bus::new(vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>], limits());
-        let at = |ms: u64| {
-            let mut e = event("t");
-            e.set_id(EventId { ms, seq: 0 });
-            Arc::new(e)
-        };
         // Far in the future: the next id must still be after them.
         let future = unix_ms() + 60_000;
         assert_eq!(bus.restore([at(future), at(future + 1)]), 2);
@@ -710,11 +712,6 @@ mod tests {
             vec![Arc::new(Counting(Arc::default())) as Arc<dyn Wake>],
             Limits { per_topic: 100, ttl_ms, budget: usize::MAX / 2 },
         );
-        let at = |ms: u64| {
-            let mut e = event("t");
-            e.set_id(EventId { ms, seq: 0 });
-            Arc::new(e)
-        };
         let now = unix_ms();
         // Two batches (two segments): the first event is older than the TTL.
         assert_eq!(bus.restore([at(now - 2 * ttl_ms)]), 1);
@@ -744,11 +741,7 @@ mod tests {
             Limits { per_topic: 100, ttl_ms, budget: usize::MAX / 2 },
         );
         let now = unix_ms();
-        let kept = {
-            let mut e = event("t");
-            e.set_id(EventId { ms: now - 1000, seq: 0 });
-            Arc::new(e)
-        };
+        let kept = at(now - 1000);
         assert_eq!(bus.restore([kept]), 1);
         let origin = EventId { ms: now - 3 * ttl_ms, seq: 0 };
         let dropped = EventId { ms: now - 2 * ttl_ms, seq: 4 };
