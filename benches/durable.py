@@ -9,6 +9,9 @@
      publishes/s and the publish-ack p50/p99 (request written to answer read);
    - `burst` (--burst-subscribers on one topic, --burst-events back to back):
      deliveries/s.
+   With --burst-reps N, then N more `burst` runs per configuration, each on
+   a fresh hub of its own (alternating), so that no load phase's logged
+   data is still being written back while the burst runs ("burst alone").
 2. Start time with a full log: fill a data dir with --fill-mib of events
    through the server (JSON batches of 400 events of --fill-payload bytes
    over one connection, to 10,000 topics), SIGKILL it, then time a fresh
@@ -52,9 +55,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Set from --pin / --workers: CPU lists (taskset) for the hub and the load
+# generator, and extra hub flags.
+PIN = {"hub": [], "bench": []}
+HUB_FLAGS: list[str] = []
+
+
 def start(binary: str, port: int, flags: list[str]) -> subprocess.Popen:
+    flags = [*HUB_FLAGS, *flags]
     proc = subprocess.Popen(
-        [binary, "--listen", f"127.0.0.1:{port}", "--log", "warn", "--max-body", str(8 << 20), *flags],
+        [*PIN["hub"], binary, "--listen", f"127.0.0.1:{port}", "--log", "warn", "--max-body", str(8 << 20), *flags],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -84,7 +94,7 @@ def metric(port: int, name: str) -> int:
 
 def bench(bench_bin: str, port: int, pid: int, args: list[str]) -> dict:
     out = subprocess.run(
-        [bench_bin, "run", "--preset", "ssehub", "--port", str(port), "--server-pid", str(pid), "--json", "-q", *args],
+        [*PIN["bench"], bench_bin, "run", "--preset", "ssehub", "--port", str(port), "--server-pid", str(pid), "--json", "-q", *args],
         check=True,
         capture_output=True,
         text=True,
@@ -131,6 +141,34 @@ def load_runs(args, binary: str, bench_bin: str) -> dict:
             }
             configs[name].append(row)
             print(f"rep {rep} {name:8} " + " ".join(f"{k}={v:.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    return configs
+
+
+def burst_alone(args, binary: str, bench_bin: str) -> dict:
+    configs = {"memory": [], "data-dir": []}
+    for rep in range(args.burst_reps):
+        for name in configs:
+            data_dir = tempfile.mkdtemp(prefix="ssehub-durable-bench-")
+            flags = ["--data-dir", data_dir, "--fsync", args.fsync] if name != "memory" else []
+            port = free_port()
+            proc = start(binary, port, flags)
+            try:
+                burst = bench(
+                    bench_bin,
+                    port,
+                    proc.pid,
+                    ["--scenario", "burst", "-n", str(args.burst_subscribers), "-e", str(args.burst_events)],
+                )
+            finally:
+                stop(proc)
+                shutil.rmtree(data_dir, ignore_errors=True)
+            row = {
+                "deliveries_per_s": burst["delivery"]["deliveries_per_s"],
+                "cpu_ns_per_delivery": burst["server"]["cpu_ns_per_delivery"] if burst.get("server") else None,
+                "complete": burst["delivery"]["complete"],
+            }
+            configs[name].append(row)
+            print(f"burst {rep} {name:8} " + " ".join(f"{k}={v:.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     return configs
 
 
@@ -205,6 +243,10 @@ def main() -> None:
     parser.add_argument("--pub-conns", type=int, default=4)
     parser.add_argument("--burst-subscribers", type=int, default=10000)
     parser.add_argument("--burst-events", type=int, default=20)
+    parser.add_argument("--burst-reps", type=int, default=0, help="burst-alone runs per configuration, each on a fresh hub")
+    parser.add_argument("--workers", type=int, help="the hub's --workers")
+    parser.add_argument("--pin", help="HUB_CPUS:BENCH_CPUS (taskset lists): the hub and the load generator on separate CPUs, "
+                        "which takes the scheduler's placement out of the spread")
     parser.add_argument("--fill-mib", type=int, default=128)
     parser.add_argument("--fill-payload", type=int, default=256)
     parser.add_argument("--fill-memory", default="512MiB")
@@ -212,6 +254,11 @@ def main() -> None:
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-start", action="store_true")
     args = parser.parse_args()
+    if args.workers:
+        HUB_FLAGS.extend(["--workers", str(args.workers)])
+    if args.pin:
+        hub, bench_cpus = args.pin.split(":")
+        PIN["hub"], PIN["bench"] = ["taskset", "-c", hub], ["taskset", "-c", bench_cpus]
     summary: dict = {"date": time.strftime("%Y-%m-%d"), "args": vars(args)}
     if not args.skip_load:
         configs = load_runs(args, args.binary, args.bench)
@@ -230,6 +277,17 @@ def main() -> None:
                 "ack_p99_added_us_vs_data_dir": med["data-dir-b"]["ack_p99_us"] - med["data-dir"]["ack_p99_us"],
             }
         summary["all_complete"] = all(r["complete"] and r["publish_errors"] == 0 for runs in configs.values() for r in runs)
+    if args.burst_reps:
+        alone = burst_alone(args, args.binary, args.bench)
+        med = {name: statistics.median(r["deliveries_per_s"] for r in runs) for name, runs in alone.items()}
+        cpu = {name: statistics.median(r["cpu_ns_per_delivery"] or 0 for r in runs) for name, runs in alone.items()}
+        summary["burst_alone"] = {
+            "medians": med,
+            "ratio": med["data-dir"] / med["memory"],
+            "cpu_ns_per_delivery_medians": cpu,
+            "runs": alone,
+            "all_complete": all(r["complete"] for runs in alone.values() for r in runs),
+        }
     if not args.skip_start:
         runs = start_times(args, args.binary)
         summary["start"] = {"median_s": statistics.median(r["seconds"] for r in runs), "runs": runs}
