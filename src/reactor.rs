@@ -220,6 +220,8 @@ impl<D: Driver> Worker<D> {
     pub fn run(mut self) {
         let mut ready = Vec::with_capacity(1024);
         loop {
+            // Whatever this turn published is handed over: wake its workers.
+            self.shared.bus.pay_wakes(self.index);
             let mut timeout = self.poll_timeout();
             if !self.shared.bus.inbox(self.index).prepare_sleep() {
                 timeout = Some(Duration::ZERO);
@@ -245,9 +247,12 @@ impl<D: Driver> Worker<D> {
             if self.accepting.pending {
                 self.accept();
             }
+            // Every request read: wake the workers they fed before writing our own.
+            self.shared.bus.pay_wakes(self.index);
             self.handle_replies();
             self.drain_inbox();
             self.retry_busy();
+            self.shared.bus.pay_wakes(self.index);
             self.fan_out();
             self.fire_deadlines();
             self.sweep_history();

@@ -68,13 +68,16 @@ impl Local {
         self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Publishes from `worker`'s loop, which wakes the workers it fed once
+    /// it has read its turn's requests ([`Bus::pay_wakes`]).
     fn sequence(
         &self,
+        worker: usize,
         publications: &[Publication],
         key: Option<&IdempotencyKey>,
     ) -> Result<Vec<EventId>, PublishFailure> {
         let events: Vec<Event> = publications.iter().map(Event::from_publication).collect();
-        self.bus.publish_keyed(events, key).map_err(|refused| match refused {
+        self.bus.publish_from(worker, events, key).map_err(|refused| match refused {
             Refused::Full => PublishFailure::Full,
             Refused::Journal => PublishFailure::Unavailable("the durable log (--data-dir) cannot be written"),
         })
@@ -82,9 +85,9 @@ impl Local {
 }
 
 impl Backplane for Local {
-    fn publish(&self, _origin: Origin, publications: Vec<Publication>, key: Option<IdempotencyKey>) -> Submitted {
+    fn publish(&self, origin: Origin, publications: Vec<Publication>, key: Option<IdempotencyKey>) -> Submitted {
         let outcome = match key {
-            None => self.sequence(&publications, None).map(Published::new),
+            None => self.sequence(origin.worker, &publications, None).map(Published::new),
             Some(key) => {
                 let mut keys = self.keys();
                 let now = unix_ms();
@@ -96,7 +99,7 @@ impl Backplane for Local {
                     Lookup::Conflict => Err(PublishFailure::Conflict),
                     Lookup::Fresh => {
                         let logged = Some(&key).filter(|_| keys.enabled());
-                        self.sequence(&publications, logged).map(|ids| {
+                        self.sequence(origin.worker, &publications, logged).map(|ids| {
                             keys.remember(&key, &ids, now);
                             self.bus.charge_keys(keys.bytes());
                             Published::new(ids)

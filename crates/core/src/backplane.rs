@@ -186,7 +186,8 @@ pub trait Backplane: Send + Sync {
     /// Publishes every publication, in order, all or nothing. With an
     /// idempotency key, publishes nothing if the key already published
     /// within its window (answering with those ids), and claims the key
-    /// together with the publish, atomically.
+    /// together with the publish, atomically. Called from the origin's
+    /// worker loop, which then calls [`crate::bus::Bus::pay_wakes`].
     fn publish(&self, origin: Origin, publications: Vec<Publication>, key: Option<IdempotencyKey>) -> Submitted;
 
     /// Where a subscriber resuming after `after` catches up from. `missed`

@@ -13,7 +13,10 @@
 //!
 //! A worker about to sleep sets its `sleeping` flag and re-checks its queue; a
 //! publisher wakes (one [`Wake::wake`], an `eventfd` write) only workers that
-//! set the flag, so a busy worker costs publishers nothing.
+//! set the flag, so a busy worker costs publishers nothing. A worker that
+//! publishes ([`Bus::publish_from`]) owes its wakes until it has read every
+//! request of its loop turn ([`Bus::pay_wakes`]): a worker it hands several
+//! events to wakes once for all of them, not once per request.
 //!
 //! With a durable log ([`Journal`], `--data-dir`) the sequencer also
 //! appends each publish's records to it, under the same lock, after the ids
@@ -95,6 +98,9 @@ pub struct Inbox {
     waker: Arc<dyn Wake>,
     /// Set by the worker just before it blocks in poll.
     sleeping: AtomicBool,
+    /// Workers this worker's publishes handed events to and has not woken
+    /// yet ([`Bus::publish_from`]); only this worker touches it.
+    owed: AtomicU64,
 }
 
 impl Inbox {
@@ -288,6 +294,7 @@ impl Bus {
                 replies: SegQueue::new(),
                 waker,
                 sleeping: AtomicBool::new(false),
+                owed: AtomicU64::new(0),
             })
             .collect();
         let all = if inboxes.len() == 64 { u64::MAX } else { (1u64 << inboxes.len()) - 1 };
@@ -406,6 +413,38 @@ impl Bus {
     /// [`Bus::publish`], with the idempotency key it is remembered under
     /// written to the journal in the same write as its events.
     pub fn publish_keyed(&self, events: Vec<Event>, key: Option<&IdempotencyKey>) -> Result<Vec<EventId>, Refused> {
+        let (ids, woken) = self.sequence(events, key)?;
+        self.wake_sleepers(woken);
+        Ok(ids)
+    }
+
+    /// [`Bus::publish_keyed`] from worker `worker`'s loop: the workers it
+    /// hands events to are woken by its next [`Bus::pay_wakes`], which it
+    /// must call before it blocks.
+    pub fn publish_from(
+        &self,
+        worker: usize,
+        events: Vec<Event>,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Vec<EventId>, Refused> {
+        let (ids, woken) = self.sequence(events, key)?;
+        let owed = &self.inboxes[worker].owed;
+        owed.store(owed.load(Ordering::Relaxed) | woken, Ordering::Relaxed);
+        Ok(ids)
+    }
+
+    /// Wakes the workers worker `worker`'s publishes handed events to since
+    /// its last call (those that are asleep).
+    pub fn pay_wakes(&self, worker: usize) {
+        let owed = self.inboxes[worker].owed.swap(0, Ordering::Relaxed);
+        if owed != 0 {
+            self.wake_sleepers(owed & !(1 << worker));
+        }
+    }
+
+    /// Stamps, logs, records and pushes `events`; returns their ids and the
+    /// workers they were pushed to.
+    fn sequence(&self, events: Vec<Event>, key: Option<&IdempotencyKey>) -> Result<(Vec<EventId>, u64), Refused> {
         let mut ids = Vec::with_capacity(events.len());
         let mut woken = 0u64;
         {
@@ -442,8 +481,7 @@ impl Bus {
             }
             self.published.fetch_add(ids.len() as u64, Ordering::Relaxed);
         }
-        self.wake_sleepers(woken);
-        Ok(ids)
+        Ok((ids, woken))
     }
 
     /// Hands over an event that already has its place in the order (a shared
@@ -640,6 +678,26 @@ mod tests {
         assert_eq!(workers_in(0b1010_0001).collect::<Vec<_>>(), [0, 5, 7]);
         assert_eq!(workers_in(u64::MAX).collect::<Vec<_>>(), (0..64).collect::<Vec<_>>());
         assert_eq!(workers_in(1 << 63).collect::<Vec<_>>(), [63]);
+    }
+
+    #[test]
+    fn a_worker_publishing_wakes_the_workers_it_fed_once_when_it_pays() {
+        let wakes: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
+        let bus =
+            Bus::new(wakes.iter().map(|w| Arc::new(Counting(Arc::clone(w))) as Arc<dyn Wake>).collect(), limits());
+        bus.attach(1, &[topic("t")], None);
+        bus.attach(0, &[topic("own")], None);
+        assert!(bus.inbox(1).prepare_sleep() && bus.inbox(2).prepare_sleep());
+        for _ in 0..3 {
+            bus.publish_from(0, vec![event("t"), event("own")], None).unwrap();
+        }
+        let woken = || wakes.iter().map(|w| w.load(Ordering::SeqCst)).collect::<Vec<_>>();
+        assert_eq!(woken(), [0, 0, 0], "owed until worker 0 has read its turn");
+        assert!(!bus.inbox(1).prepare_sleep(), "the events are queued all the same (and it still sleeps)");
+        bus.pay_wakes(0);
+        assert_eq!(woken(), [0, 1, 0], "one wake for three publishes; never itself, never a worker it did not feed");
+        bus.pay_wakes(0);
+        assert_eq!(woken(), [0, 1, 0], "paid once");
     }
 
     #[test]
