@@ -34,6 +34,7 @@ Prints one line per run and a JSON summary (medians, ratios) at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -102,6 +103,30 @@ def bench(bench_bin: str, port: int, pid: int, args: list[str]) -> dict:
     return json.loads(out)
 
 
+@contextlib.contextmanager
+def fresh_hub(binary: str, name: str, fsync: str):
+    """A hub of its own for one run, as (port, pid): configuration `name`
+    ("memory", or --data-dir in a new temporary directory), stopped and its
+    directory removed afterwards."""
+    data_dir = tempfile.mkdtemp(prefix="ssehub-durable-bench-")
+    flags = ["--data-dir", data_dir, "--fsync", fsync] if name != "memory" else []
+    port = free_port()
+    proc = start(binary, port, flags)
+    try:
+        yield port, proc.pid
+    finally:
+        stop(proc)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def burst_flags(args) -> list[str]:
+    return ["--scenario", "burst", "-n", str(args.burst_subscribers), "-e", str(args.burst_events)]
+
+
+def show(label: str, rep: int, name: str, row: dict) -> None:
+    print(f"{label} {rep} {name:8} " + " ".join(f"{k}={v:.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+
+
 def load_runs(args, binary: str, bench_bin: str) -> dict:
     configs = {"memory": [], "data-dir": []}
     binaries = {"memory": binary, "data-dir": binary}
@@ -110,27 +135,15 @@ def load_runs(args, binary: str, bench_bin: str) -> dict:
         binaries["data-dir-b"] = args.data_dir_binary
     for rep in range(args.reps):
         for name in configs:
-            data_dir = tempfile.mkdtemp(prefix="ssehub-durable-bench-")
-            flags = ["--data-dir", data_dir, "--fsync", args.fsync] if name != "memory" else []
-            port = free_port()
-            proc = start(binaries[name], port, flags)
-            try:
+            with fresh_hub(binaries[name], name, args.fsync) as (port, pid):
                 pub = bench(
                     bench_bin,
                     port,
-                    proc.pid,
+                    pid,
                     ["--scenario", "per-user", "-n", str(args.subscribers), "-e", str(args.events),
                      "--pub-conns", str(args.pub_conns)],
                 )
-                burst = bench(
-                    bench_bin,
-                    port,
-                    proc.pid,
-                    ["--scenario", "burst", "-n", str(args.burst_subscribers), "-e", str(args.burst_events)],
-                )
-            finally:
-                stop(proc)
-                shutil.rmtree(data_dir, ignore_errors=True)
+                burst = bench(bench_bin, port, pid, burst_flags(args))
             row = {
                 "publishes_per_s": pub["publish"]["rate_achieved"],
                 "ack_p50_us": pub["publish"]["ack"]["p50_us"],
@@ -140,7 +153,7 @@ def load_runs(args, binary: str, bench_bin: str) -> dict:
                 "complete": pub["delivery"]["complete"] and burst["delivery"]["complete"],
             }
             configs[name].append(row)
-            print(f"rep {rep} {name:8} " + " ".join(f"{k}={v:.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+            show("rep", rep, name, row)
     return configs
 
 
@@ -148,27 +161,15 @@ def burst_alone(args, binary: str, bench_bin: str) -> dict:
     configs = {"memory": [], "data-dir": []}
     for rep in range(args.burst_reps):
         for name in configs:
-            data_dir = tempfile.mkdtemp(prefix="ssehub-durable-bench-")
-            flags = ["--data-dir", data_dir, "--fsync", args.fsync] if name != "memory" else []
-            port = free_port()
-            proc = start(binary, port, flags)
-            try:
-                burst = bench(
-                    bench_bin,
-                    port,
-                    proc.pid,
-                    ["--scenario", "burst", "-n", str(args.burst_subscribers), "-e", str(args.burst_events)],
-                )
-            finally:
-                stop(proc)
-                shutil.rmtree(data_dir, ignore_errors=True)
+            with fresh_hub(binary, name, args.fsync) as (port, pid):
+                burst = bench(bench_bin, port, pid, burst_flags(args))
             row = {
                 "deliveries_per_s": burst["delivery"]["deliveries_per_s"],
-                "cpu_ns_per_delivery": burst["server"]["cpu_ns_per_delivery"] if burst.get("server") else None,
+                "cpu_ns_per_delivery": (burst.get("server") or {}).get("cpu_ns_per_delivery"),
                 "complete": burst["delivery"]["complete"],
             }
             configs[name].append(row)
-            print(f"burst {rep} {name:8} " + " ".join(f"{k}={v:.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+            show("burst", rep, name, row)
     return configs
 
 
@@ -280,7 +281,10 @@ def main() -> None:
     if args.burst_reps:
         alone = burst_alone(args, args.binary, args.bench)
         med = {name: statistics.median(r["deliveries_per_s"] for r in runs) for name, runs in alone.items()}
-        cpu = {name: statistics.median(r["cpu_ns_per_delivery"] or 0 for r in runs) for name, runs in alone.items()}
+        cpu = {}
+        for name, runs in alone.items():
+            known = [r["cpu_ns_per_delivery"] for r in runs if r["cpu_ns_per_delivery"] is not None]
+            cpu[name] = statistics.median(known) if known else None
         summary["burst_alone"] = {
             "medians": med,
             "ratio": med["data-dir"] / med["memory"],
