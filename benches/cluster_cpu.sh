@@ -14,6 +14,7 @@ port=${CLUSTER_CPU_PORT:-9180}; redis_port=${CLUSTER_CPU_REDIS_PORT:-16490}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ticks() { awk '{print $14 + $15}' "$1"; }
+node_ticks() { cat /proc/"$1"/task/*/stat | awk '{sum += $14 + $15} END {print sum}'; }
 
 run() { # kind -> one line of figures
   local kind=$1 args="--listen 127.0.0.1:$port --workers 2 --log warn"
@@ -25,10 +26,15 @@ run() { # kind -> one line of figures
   local hpid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.05; done
   local node0 redis0 node1 redis1
-  node0=$(for t in /proc/$hpid/task/*; do ticks "$t/stat"; done | paste -sd+ | bc); redis0=$(ticks /proc/$rpid/stat)
-  /usr/bin/time -f "%U %S" -o "$work/bench.time" "$root/target/release/ssehub-bench" run --scenario burst \
-    --preset ssehub --port "$port" -n 16 --topics 16 --pub-conns 16 --events "$events" --json -q >"$work/report.json" 2>/dev/null
-  node1=$(for t in /proc/$hpid/task/*; do ticks "$t/stat"; done | paste -sd+ | bc); redis1=$(ticks /proc/$rpid/stat)
+  node0=$(node_ticks "$hpid"); redis0=$(ticks /proc/$rpid/stat)
+  # The generator's own CPU, from its rusage (no /usr/bin/time needed).
+  python3 -c 'import resource, subprocess, sys
+with open(sys.argv[1], "w") as out:
+    subprocess.run(sys.argv[2:], stdout=out, stderr=subprocess.DEVNULL)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(r.ru_utime, r.ru_stime)' "$work/report.json" "$root/target/release/ssehub-bench" run --scenario burst \
+    --preset ssehub --port "$port" -n 16 --topics 16 --pub-conns 16 --events "$events" --json -q >"$work/bench.time"
+  node1=$(node_ticks "$hpid"); redis1=$(ticks /proc/$rpid/stat)
   kill "$hpid" "$rpid"; wait "$hpid" "$rpid" 2>/dev/null
   python3 - "$kind" "$events" "$(getconf CLK_TCK)" "$((node1 - node0))" "$((redis1 - redis0))" "$work" <<'EOF'
 import json, sys
